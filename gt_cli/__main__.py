@@ -1,0 +1,3 @@
+from gt_cli.app import main
+
+main()

@@ -1,0 +1,140 @@
+"""Writing frames + speech to mp4 (H.264 + AAC) through PyAV.
+
+A/V sync is exact by construction: video frame t has pts t (time base 1/fps) and
+audio sample s has pts s (time base 1/sample_rate), both from 0, so there is no
+drift however long the speech is. The file is written under a temporary name and
+renamed at the end, so a failure never leaves a half-written mp4.
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+AAC_RATE = 48000
+AAC_FRAME = 1024
+
+
+class Mp4Writer:
+    """mp4 sink: `write(frame [H, W, 3] uint8)` per video frame, audio given up front or streamed.
+
+    Use as a context manager; on an exception the partial file is removed.
+    Odd widths/heights are padded by one edge pixel (yuv420p needs even sizes).
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: int = 25,
+                 sample_rate: int | None = 16000, crf: int = 18, preset: str = "veryfast"):
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.partial.mp4")
+        self.width, self.height, self.fps = width, height, fps
+        self._container = av.open(str(self._tmp), mode="w")
+        v = self._container.add_stream("libx264", rate=fps)
+        v.width, v.height = width + width % 2, height + height % 2
+        v.pix_fmt = "yuv420p"
+        v.time_base = Fraction(1, fps)
+        v.options = {"crf": str(crf), "preset": preset}
+        self._video = v
+        self._audio = None
+        if sample_rate is not None:
+            a = self._container.add_stream("aac", rate=AAC_RATE)
+            a.layout = "mono"
+            a.time_base = Fraction(1, AAC_RATE)
+            self._audio = a
+            self._sample_rate = sample_rate
+            self._resampled = 0  # AAC samples sent so far
+            self._pending = np.zeros(0, np.float32)
+        self.frames_written = 0
+
+    # -- video -------------------------------------------------------------------------
+    def write(self, frame: np.ndarray) -> None:
+        """frame [H, W, 3] uint8 RGB."""
+        import av
+
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"Mp4Writer.write: frame {frame.shape} {frame.dtype} | expected ({self.height}, {self.width}, 3) uint8")
+        if self.width % 2 or self.height % 2:
+            frame = np.pad(frame, ((0, self.height % 2), (0, self.width % 2), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf.pts = self.frames_written
+        self.frames_written += 1
+        for packet in self._video.encode(vf):
+            self._container.mux(packet)
+
+    # -- audio -------------------------------------------------------------------------
+    def write_audio(self, pcm: np.ndarray) -> None:
+        """pcm [S] float32 mono at the sample_rate given to the constructor, any chunk size."""
+        import av
+
+        from gt_runtime.audio.io import resample
+
+        if self._audio is None:
+            raise ValueError("Mp4Writer: created with sample_rate=None, so it has no audio track")
+        pcm = resample(np.asarray(pcm, np.float32), self._sample_rate, AAC_RATE)
+        self._pending = np.concatenate([self._pending, np.clip(pcm, -1, 1)])
+        # The AAC encoder takes whole 1024-sample frames; keep the remainder for later.
+        n = (self._pending.size // AAC_FRAME) * AAC_FRAME
+        if n:
+            self._encode_audio(self._pending[:n], av)
+            self._pending = self._pending[n:]
+
+    def _encode_audio(self, pcm: np.ndarray, av) -> None:
+        af = av.AudioFrame.from_ndarray(pcm[None, :], format="flt", layout="mono")
+        af.sample_rate = AAC_RATE
+        af.pts = self._resampled
+        self._resampled += pcm.size
+        for packet in self._audio.encode(af):
+            self._container.mux(packet)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def close(self) -> Path:
+        """Flush encoders and move the finished file into place -> path."""
+        import av
+
+        for packet in self._video.encode(None):
+            self._container.mux(packet)
+        if self._audio is not None:
+            if self._pending.size:
+                self._encode_audio(self._pending, av)
+                self._pending = np.zeros(0, np.float32)
+            for packet in self._audio.encode(None):
+                self._container.mux(packet)
+        self._container.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._container.close()
+        except Exception:
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def probe_durations(path: str | Path) -> dict:
+    """mp4 -> {"video_s", "audio_s", "frames", "video_codec", "audio_codec"} read from the streams."""
+    import av
+
+    with av.open(str(path)) as c:
+        out = {"video_s": None, "audio_s": None, "frames": 0, "video_codec": None, "audio_codec": None}
+        for s in c.streams:
+            dur = float(s.duration * s.time_base) if s.duration is not None else None
+            if s.type == "video":
+                out["video_s"], out["video_codec"] = dur, s.codec_context.name
+                out["frames"] = s.frames
+            elif s.type == "audio":
+                out["audio_s"], out["audio_codec"] = dur, s.codec_context.name
+        return out

@@ -1,0 +1,55 @@
+"""Native parts of the gt package.
+
+`pip install .` compiles the C++ CPU rasterizer (plugins/raster) into
+`gt_runtime._raster_cpu` and ships the CUDA sources beside gt_runtime, where the
+runtime compiles them with NVRTC on first use. The Python packages import
+without the extension; only the `cpu` raster backend needs it.
+"""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).parent
+RASTER_SRC = ROOT / "plugins" / "raster"
+# CUDA sources travel inside the package so that installed wheels can compile them.
+CUDA_SOURCES = ("*.h", "*.cuh", "*.cu")
+
+
+def _compile_args():
+    args = ["-O3", "-std=c++17", "-fno-math-errno"]
+    if sys.platform.startswith("linux"):
+        args.append("-fopenmp")
+    # GT_MARCH=native tunes for the build machine; the default stays portable x86-64-v2.
+    march = os.environ.get("GT_MARCH", "")
+    if march:
+        args.append(f"-march={march}")
+    return args
+
+
+class BuildPyWithKernels(build_py):
+    def run(self):
+        super().run()
+        dst = Path(self.build_lib) / "gt_runtime" / "raster" / "csrc"
+        dst.mkdir(parents=True, exist_ok=True)
+        for pattern in CUDA_SOURCES:
+            for f in RASTER_SRC.glob(pattern):
+                shutil.copy2(f, dst / f.name)
+
+
+ext_modules = [
+    Pybind11Extension(
+        "gt_runtime._raster_cpu",
+        sorted(str(p.relative_to(ROOT)) for p in RASTER_SRC.glob("*.cpp")),
+        include_dirs=[str(RASTER_SRC.relative_to(ROOT))],
+        extra_compile_args=_compile_args(),
+        extra_link_args=["-fopenmp"] if sys.platform.startswith("linux") else [],
+        cxx_std=17,
+    )
+]
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext, "build_py": BuildPyWithKernels})
