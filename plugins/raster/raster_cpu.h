@@ -1,0 +1,66 @@
+// raster_cpu.h: CPU (OpenMP) tile rasterizer for 3D Gaussians, forward and backward.
+// Math lives in gt_raster_math.h (shared with the CUDA rasterizer); this file is the
+// launcher layer: projection over N, depth sort, 16x16 tile binning, per-tile blending.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace gt {
+
+// Inputs, all float32 C-contiguous host arrays (shapes in comments). Not owned.
+struct RasterInputs {
+    int N = 0;
+    const float* means = nullptr;      // [N, 3] world
+    const float* quats = nullptr;      // [N, 4] wxyz, any norm
+    const float* scales = nullptr;     // [N, 3] linear
+    const float* opacities = nullptr;  // [N] in [0, 1]
+    const float* colors = nullptr;     // [N, 3] RGB (sh_degree < 0) or [N, K, 3] SH coefficients
+    int sh_degree = -1;                // -1: colors are RGB; 0..3: SH degree, K = (deg + 1)^2
+    const float* viewmat = nullptr;    // [4, 4] world -> camera, row-major
+    const float* K = nullptr;          // [3, 3] pinhole intrinsics
+    int width = 0, height = 0;
+    const float* background = nullptr; // nullptr (black), [3] or [H, W, 3]
+    int bg_mode = 0;                   // 0: none, 1: [3], 2: [H, W, 3]
+};
+
+// Per-Gaussian data the blending loop reads, packed so one Gaussian is one cache line.
+struct Splat {
+    float mx, my;        // mean2d (pixels)
+    float a, b, c;       // conic
+    float opacity;
+    float rgb[3];        // colour after SH (+0.5, clamp) or the given RGB
+    float smax;          // sigma above which alpha < 1/255 for sure
+    float ext_x, ext_y;  // half extents (pixels) of the region where alpha can reach 1/255
+};
+
+// What backward needs from forward.
+struct RasterState {
+    int N = 0, width = 0, height = 0, tiles_x = 0, tiles_y = 0;
+    std::vector<Splat> splats;          // [N] (valid where radius > 0)
+    std::vector<float> radius;          // [N] 0 = culled
+    std::vector<float> depth;           // [N]
+    std::vector<int32_t> tile_offsets;  // [tiles + 1] into tile_ids
+    std::vector<int32_t> tile_ids;      // [n_isects] Gaussian ids, front to back per tile
+    std::vector<float> T_final;         // [H, W] transmittance after the last contributor
+    std::vector<int32_t> n_contrib;     // [H, W] 1 + index (in the tile list) of the last contributor; 0 = none
+    int num_visible = 0;
+};
+
+// Gradient outputs (zeroed and written by backward). v_background may be nullptr.
+struct RasterGrads {
+    float* v_means = nullptr;       // [N, 3]
+    float* v_quats = nullptr;       // [N, 4]
+    float* v_scales = nullptr;      // [N, 3]
+    float* v_opacities = nullptr;   // [N]
+    float* v_colors = nullptr;      // [N, 3] or [N, K, 3]
+    float* v_background = nullptr;  // [3] or [H, W, 3] (per bg_mode)
+};
+
+// Renders image [H, W, 3] and fills state (which must outlive a later backward call).
+void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& state);
+
+// Gradients of sum(v_image * image) w.r.t. every input (same inputs as forward).
+void raster_backward_cpu(const RasterInputs& in, const RasterState& state, const float* v_image, RasterGrads& grads);
+
+}  // namespace gt

@@ -1,0 +1,100 @@
+"""Random Gaussian scenes for rasterizer tests (shared by the CPU and CUDA tests).
+
+    scene = random_scene(n=500, width=64, height=48, sh_degree=2, seed=0, background="color")
+    img = rasterize(**scene)            # keys match gt_runtime.raster.rasterize's arguments
+
+Every array is float32 numpy. `shape="cloud"` puts the Gaussians in a box in front of
+the camera; `shape="head"` on an ellipsoidal shell (a head-sized point cloud).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, -1.0, 0.0)) -> np.ndarray:
+    """World->camera viewmat [4, 4] (OpenCV: x right, y down, z forward) looking from eye at target."""
+    eye = np.asarray(eye, np.float64)
+    f = np.asarray(target, np.float64) - eye
+    f /= np.linalg.norm(f)
+    r = np.cross(np.asarray(up, np.float64), f)
+    r /= np.linalg.norm(r)
+    d = np.cross(f, r)  # y axis (down when up = -y)
+    R = np.stack([r, d, f])  # rows: camera axes in world
+    V = np.eye(4)
+    V[:3, :3] = R
+    V[:3, 3] = -R @ eye
+    return V.astype(np.float32)
+
+
+def random_camera(rng: np.random.Generator, width: int, height: int, target=(0.0, 0.0, 0.0), dist=(2.5, 4.0)):
+    """(viewmat [4, 4], K [3, 3]) of a random camera looking at target with random pinhole intrinsics."""
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    eye = np.asarray(target) + direction * rng.uniform(*dist)
+    up = rng.normal(size=3)
+    viewmat = look_at(eye, target, up=up)
+    f = rng.uniform(0.8, 1.4) * max(width, height)
+    K = np.array([[f * rng.uniform(0.9, 1.1), 0, width / 2 + rng.uniform(-0.1, 0.1) * width],
+                  [0, f * rng.uniform(0.9, 1.1), height / 2 + rng.uniform(-0.1, 0.1) * height],
+                  [0, 0, 1]], np.float32)
+    return viewmat, K
+
+
+def random_gaussians(rng: np.random.Generator, n: int, sh_degree: int | None, shape: str = "cloud",
+                     scale_range=(0.01, 0.15)):
+    """Dict of means [n, 3], quats [n, 4], scales [n, 3], opacities [n], colors [n, 3] or [n, K, 3]."""
+    if shape == "head":
+        d = rng.normal(size=(n, 3))
+        d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-12
+        means = d * np.array([0.8, 1.0, 0.9]) * rng.uniform(0.85, 1.0, size=(n, 1))
+        scales = np.exp(rng.uniform(np.log(0.005), np.log(0.05), size=(n, 3)))
+    else:
+        means = rng.uniform(-1.0, 1.0, size=(n, 3))
+        scales = np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]), size=(n, 3)))
+    quats = rng.normal(size=(n, 4))
+    opacities = rng.uniform(0.05, 1.0, size=n)
+    if sh_degree is None:
+        colors = rng.uniform(0.0, 1.0, size=(n, 3))
+    else:
+        K = (sh_degree + 1) ** 2
+        colors = rng.normal(scale=0.3, size=(n, K, 3))
+        colors[:, 0, :] += 0.5
+    out = dict(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def random_scene(n: int, width: int = 64, height: int = 48, sh_degree: int | None = None, seed: int = 0,
+                 background: str = "none", shape: str = "cloud") -> dict:
+    """A random scene as keyword arguments of gt_runtime.raster.rasterize (without backend).
+
+    sh_degree None gives RGB colors [n, 3]; 0..3 gives SH [n, (deg + 1)^2, 3].
+    background: "none" (None), "color" ([3]) or "image" ([H, W, 3]).
+    """
+    rng = np.random.default_rng(seed)
+    scene = random_gaussians(rng, n, sh_degree, shape=shape)
+    viewmat, K = random_camera(rng, width, height)
+    scene.update(viewmat=viewmat, K=K, width=width, height=height)
+    if background == "none":
+        scene["background"] = None
+    elif background == "color":
+        scene["background"] = rng.uniform(0, 1, size=3).astype(np.float32)
+    elif background == "image":
+        scene["background"] = rng.uniform(0, 1, size=(height, width, 3)).astype(np.float32)
+    else:
+        raise ValueError(f"background: got {background!r}, expected 'none', 'color' or 'image'")
+    return scene
+
+
+def head_scene(n: int, width: int = 256, height: int = 256, sh_degree: int | None = 3, seed: int = 0,
+               background: str = "color") -> dict:
+    """A head-shaped cloud seen from the front, filling most of the frame (benchmarks)."""
+    rng = np.random.default_rng(seed)
+    scene = random_gaussians(rng, n, sh_degree, shape="head")
+    viewmat = look_at(np.array([0.0, 0.0, -3.0]), np.zeros(3), up=(0.0, -1.0, 0.0))
+    f = 1.1 * max(width, height)
+    K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], np.float32)
+    scene.update(viewmat=viewmat, K=K, width=width, height=height)
+    scene["background"] = {"none": None, "color": np.array([0.2, 0.3, 0.4], np.float32),
+                           "image": rng.uniform(0, 1, size=(height, width, 3)).astype(np.float32)}[background]
+    return scene
