@@ -45,3 +45,23 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
 
 def test_unknown_command_exit_2():
     assert _run("frobnicate").returncode == 2
+
+
+def test_sample_preview_writes_mp4_and_sheet(tiny_identity, tmp_path):
+    from PIL import Image
+
+    from gt_runtime.video import probe_durations
+
+    r = _run("sample", "preview", str(tiny_identity), "-o", str(tmp_path / "demo.mp4"), "--sheet", str(tmp_path / "sheet.png"))
+    assert r.returncode == 0, r.stderr
+    d = probe_durations(tmp_path / "demo.mp4")
+    assert d["video_codec"] == "h264" and d["audio_codec"] == "aac" and d["frames"] == 75
+    assert abs(d["video_s"] - 3.0) <= 1 / 25 and abs(d["audio_s"] - 3.0) <= 1 / 25
+    assert Image.open(tmp_path / "sheet.png").size == (4 * 64, 2 * 64)
+
+
+def test_sample_synthetic_refuses_non_empty_dir(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    r = _run("sample", "synthetic", "-o", str(tmp_path / "x"), "--seconds", "1", "--size", "32")
+    assert r.returncode == 2 and (tmp_path / "x" / "keep.txt").read_text() == "mine"
