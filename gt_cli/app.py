@@ -52,6 +52,63 @@ def sample_preview(
     typer.echo(f"wrote {mp4} and {png}")
 
 
+@app.command("train", epilog="Example: gt train data/may -o runs/may --preset cpu-small   (continue later with --resume)")
+def train_cmd(
+    data: Path = typer.Argument(..., help="Identity dataset directory (from `gt preprocess` or `gt sample synthetic`)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run directory: checkpoints/, config.json, val/, curves.png, metrics.json."),
+    preset: str = typer.Option("paper", help="paper (512², 50k Gaussians, 8k + 8k it), cpu-small (256², 20k) or test-tiny (64², 3k)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in RUN (same settings)."),
+    iterations_canonical: Optional[int] = typer.Option(None, help="Canonical-stage iterations (schedules scale with it)."),
+    iterations_deform: Optional[int] = typer.Option(None, help="Deformation-stage iterations."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same run (on CPU)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda (cuda needs gsplat)."),
+):
+    """Train a GaussianTalker on an identity: canonical stage, then deformation stage."""
+    from gt_train.config import TrainConfig
+    from gt_train.trainer import train
+
+    over = {k: v for k, v in (("iterations_canonical", iterations_canonical), ("iterations_deform", iterations_deform)) if v is not None}
+    cfg = TrainConfig.from_preset(preset, data=data, out=out, resume=resume, seed=seed, device=device, **over)
+    typer.echo(f"wrote {train(cfg)}")
+
+
+@app.command("play", epilog="Examples: gt play speech.wav --bundle may.gtb -o out.mp4 --fps | gt play speech.wav --bundle may.gtb -o frames/ | gt play speech.wav --bundle may.gtb -o - | ffplay -f rawvideo -pixel_format rgb24 -video_size 512x512 -framerate 25 -")
+def play_cmd(
+    speech: Path = typer.Argument(..., help="Speech file (wav, flac, ...; any rate, mono or stereo)."),
+    bundle: Path = typer.Option(..., "--bundle", "-b", help="Bundle directory (*.gtb) written by gt export."),
+    out: str = typer.Option("out.mp4", "-o", "--out", help="*.mp4 (H.264 + AAC), a directory (PNG frames), or '-' (raw RGB24 on stdout)."),
+    engine: str = typer.Option("auto", help="auto | tensorrt | onnxruntime-cuda | array-cupy | onnxruntime[-int8|-fp32|-fp16] | array."),
+    raster: str = typer.Option("auto", help="auto | cuda | cpu | reference."),
+    fps: bool = typer.Option(False, "--fps", help="Report model FPS (engine + raster) and delivered FPS (everything)."),
+    batch: int = typer.Option(1, help="Frames per batch (GPU throughput; adds batch-1 frames of latency)."),
+):
+    """Play a speech with a bundle: audio -> talking-head frames at 25 fps, muxed with the speech."""
+    from gt_runtime.play import PlayConfig, play
+
+    res = play(PlayConfig(speech=speech, bundle=bundle, out=out, engine=engine, raster=raster, fps=fps, batch=batch))
+    typer.echo(f"wrote {res.out}: {res.frames} frames ({res.video_s:.2f} s video, {res.audio_s:.2f} s audio)",
+               err=(out == "-"))
+
+
+@app.command("export", epilog="Examples: gt export runs/may --fp16 -o may.gtb | gt export runs/may --fp16 --int8 -o may-cpu.gtb --no-trt")
+def export_cmd(
+    run: Path = typer.Argument(..., help="Run directory of gt train (checkpoints/, config.json)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Bundle directory to write (NAME.gtb); written atomically."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write deform.fp16.onnx (mixed precision; fails if render PSNR vs torch < 40 dB)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write deform.int8.onnx (ONNX Runtime dynamic INT8, CPU) if render PSNR vs torch >= 38 dB."),
+    dataset: Optional[Path] = typer.Option(None, help="Identity dataset for the scene and parity frames (default: the one in RUN/config.json)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint file to export (default: the run's latest)."),
+    trt: Optional[bool] = typer.Option(None, "--trt/--no-trt", help="Build a TensorRT engine (default: when tensorrt imports and a GPU is present)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at -o."),
+):
+    """Export a trained run to a bundle: frozen Gaussians, ONNX graphs (+ TensorRT engine on a GPU), parity table."""
+    from gt_export import ExportConfig, export
+
+    path = export(ExportConfig(run=run, out=out, fp16=fp16, int8=int8, dataset=dataset, checkpoint=checkpoint,
+                               trt=trt, overwrite=overwrite))
+    typer.echo(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: InputError becomes one line on stderr and exit code 2; usage errors exit 2 (click)."""
     from gt_runtime.errors import InputError

@@ -1,0 +1,86 @@
+"""The `array` engine: the deformation network and audio encoder of `gt_runtime.deform_ref`.
+
+With numpy it runs on the CPU (float32, the algebraic savings); with CuPy it runs on
+the GPU (cuBLAS) for machines that have neither TensorRT nor ONNX Runtime's CUDA
+provider. `fast=False` runs the plain line-by-line reference instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from gt_runtime import deform_ref
+from gt_runtime.engines.base import AUDIO_INPUTS, AUDIO_OUTPUTS, DEFORM_INPUTS, DEFORM_OUTPUTS, Runner
+
+
+def get_xp(device: str):
+    """"cpu" -> numpy, "cuda" -> cupy (lazy; one-line error if missing)."""
+    if device == "cpu":
+        return np
+    from gt_runtime.errors import require
+
+    return require("cupy", "gpu")
+
+
+class ArrayDeformRunner(Runner):
+    """deform graph on the array namespace of `device`."""
+
+    input_ranks = DEFORM_INPUTS
+    optional_inputs = ("queries",)
+    output_names = DEFORM_OUTPUTS
+
+    def __init__(self, weights, queries, num_layers: int, sh_degree: int, device: str = "cpu", fast: bool = True,
+                 threads: int | None = None):
+        super().__init__(f"array-{'numpy' if device == 'cpu' else 'cupy'}{'' if fast else '-plain'}")
+        self.threads = threads  # numpy BLAS threads (process-wide; None leaves them alone)
+        self.device = device
+        self._weights, self._queries = weights, queries
+        self.num_layers, self.sh_degree, self.fast = num_layers, sh_degree, fast
+        self.net = None
+
+    def activate_impl(self):
+        self.xp = get_xp(self.device)
+        if self.device == "cpu" and self.threads:
+            from gt_runtime.engines.threads import set_blas_threads
+
+            set_blas_threads(self.threads)
+        self.net = deform_ref.DeformNet(self._weights, self._queries, self.num_layers, self.sh_degree, self.xp)
+        self._w = {k: self.xp.asarray(v, dtype=self.xp.float32) for k, v in self._weights.items() if k.startswith("deform.")}
+
+    def infer_impl(self, feed):
+        xp = self.xp
+        tokens = xp.asarray(feed["tokens"])
+        if "queries" in feed and feed["queries"] is not None and not (feed["queries"] is self._queries):
+            q = xp.asarray(feed["queries"])
+            if self.fast and q.shape == self.net.queries.shape and bool((q == self.net.queries).all()):
+                return self.net(tokens)
+            return deform_ref.deform_plain(tokens, q, self._w, self.num_layers, self.sh_degree, xp)
+        if self.fast:
+            return self.net(tokens)
+        return deform_ref.deform_plain(tokens, self.net.queries, self._w, self.num_layers, self.sh_degree, xp)
+
+    def synchronize(self):
+        if self.device != "cpu":
+            self.xp.cuda.get_current_stream().synchronize()
+
+
+class ArrayAudioRunner(Runner):
+    """audio_encoder graph on the array namespace of `device`."""
+
+    input_ranks = AUDIO_INPUTS
+    output_names = AUDIO_OUTPUTS
+
+    def __init__(self, weights, device: str = "cpu"):
+        super().__init__(f"array-audio-{'numpy' if device == 'cpu' else 'cupy'}")
+        self.device = device
+        self._weights = weights
+
+    def activate_impl(self):
+        self.xp = get_xp(self.device)
+        self.enc = deform_ref.TokenEncoder(self._weights, self.xp)
+
+    def infer_impl(self, feed):
+        return {"audio_token": self.enc.audio(self.xp.asarray(feed["audio_window"]))}
+
+    def synchronize(self):
+        if self.device != "cpu":
+            self.xp.cuda.get_current_stream().synchronize()

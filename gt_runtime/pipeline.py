@@ -1,0 +1,303 @@
+"""Frames from audio windows: tokens -> deform -> activations -> raster -> RGB uint8.
+
+`FramePipeline` holds only immutable, shareable data (the activated engines, the
+canonical Gaussians, the scene, the eye/view tokens of every track frame), so many
+sessions can share one. Per-stream state (timings, the CUDA rasterizer's buffers, the
+overlap thread) lives in a `RenderState` that each session owns.
+
+Frame t: audio token from its feature window, eye token of blink[pp(t)], view token of
+c2w[pp(t)], null; viewmat = inv(c2w[pp(t)]); Gaussians means + dmu, quats + drot,
+exp(log_scales + dscale), sigmoid(opacity_logits + dopacity), sh + dsh; background =
+plate + torso of pp(t); output round(clip(rgb, 0, 1) * 255) as uint8 [H, W, 3].
+
+On CPU the deformation of batch k+1 runs on a worker thread while batch k is
+rasterized (`overlap=True`); both release the GIL (BLAS / ONNX Runtime / the C++
+rasterizer), so on 2 cores the two stages share the machine instead of alternating.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from gt_runtime import deform_ref
+from gt_runtime.errors import InputError
+
+STAGES = ("audio_frontend", "audio_encoder", "deform", "raster", "encode")
+RASTER_NAMES = ("auto", "cpu", "cuda", "reference")
+
+
+def to_uint8(img: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """img [H, W, 3] float32 (overwritten) -> out uint8 = round(clip(img, 0, 1) * 255)."""
+    np.multiply(img, np.float32(255.0), out=img)
+    np.clip(img, 0.0, 255.0, out=img)
+    np.rint(img, out=img)
+    out[...] = img
+    return out
+
+
+class Timings:
+    """Per-stage wall time (seconds) and frame counts; thread-safe. Model = audio_encoder + deform + raster."""
+
+    def __init__(self):
+        self.total = defaultdict(float)
+        self.samples = defaultdict(list)   # per-call seconds per frame, for percentiles
+        self.frames = 0
+        self.wall = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float, frames: int = 1) -> None:
+        with self._lock:
+            self.total[stage] += seconds
+            self.samples[stage].append(seconds / max(frames, 1))
+
+    def model_seconds(self) -> float:
+        return self.total["audio_encoder"] + self.total["deform"] + self.total["raster"]  # background, front end, encode excluded
+
+    def model_fps(self) -> float:
+        s = self.model_seconds()
+        return self.frames / s if s > 0 else float("nan")
+
+    def delivered_fps(self) -> float:
+        return self.frames / self.wall if self.wall > 0 else float("nan")
+
+    def summary(self) -> dict:
+        """-> {"frames", "model_fps", "delivered_fps", "stages": {stage: {"ms_per_frame", "p50_ms", "p90_ms", "p99_ms"}}}."""
+        st = {}
+        for k, v in self.total.items():
+            arr = np.asarray(self.samples[k]) * 1e3
+            st[k] = {"ms_per_frame": 1e3 * v / max(self.frames, 1),
+                     "p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
+                     "p99_ms": float(np.percentile(arr, 99))}
+        return {"frames": self.frames, "model_fps": self.model_fps(), "delivered_fps": self.delivered_fps(), "stages": st}
+
+
+def cpu_raster_available() -> bool:
+    try:
+        import gt_runtime._raster_cpu  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def resolve_raster(raster: str, device: str) -> str:
+    """'auto' -> 'cuda' (engine on GPU and CuPy works), else 'cpu' (C++ extension built), else 'reference'."""
+    if raster not in RASTER_NAMES:
+        raise InputError(f"--raster {raster}: unknown rasterizer | expected one of {', '.join(RASTER_NAMES)}")
+    if raster == "auto":
+        if device == "cuda":
+            return "cuda"
+        return "cpu" if cpu_raster_available() else "reference"
+    if raster == "cpu" and not cpu_raster_available():
+        raise InputError("--raster cpu: the C++ rasterizer is not built | run: python setup.py build_ext --inplace (or pip install .), or use --raster reference")
+    if raster == "cuda":
+        from gt_runtime.engines.select import gpu_available
+
+        if not gpu_available():
+            raise InputError("--raster cuda: needs a CUDA GPU with CuPy, none found | use --raster auto or cpu")
+    return raster
+
+
+def cpu_name() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class RenderState:
+    """Per-stream mutable state: timings, the CUDA rasterizer (buffers, stream), the overlap worker."""
+
+    def __init__(self, pipeline: "FramePipeline", overlap: bool | None = None):
+        self.timings = Timings()
+        self.overlap = pipeline.default_overlap if overlap is None else overlap
+        self._executor = None
+        self._cuda = None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gt-deform")
+        return self._executor
+
+    def cuda_rasterizer(self):
+        if self._cuda is None:
+            from gt_runtime.raster._cuda import CudaRasterizer
+
+            self._cuda = CudaRasterizer()
+        return self._cuda
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+class FramePipeline:
+    """Immutable per-bundle render pipeline (share it; keep per-stream state in RenderState)."""
+
+    def __init__(self, bundle, engines, raster: str = "auto", overlap: bool | None = None, raster_threads: int | None = None):
+        self.bundle = bundle
+        self.engines = engines.activate()
+        self.device = engines.device
+        self.raster = resolve_raster(raster, self.device)
+        self.raster_threads = raster_threads  # OpenMP threads of the C++ rasterizer (None: its default)
+        self.width, self.height = bundle.width, bundle.height
+        self.K = bundle.K
+        self.sh_degree = bundle.sh_degree
+        from gt_runtime.scene import Scene
+
+        self.scene = Scene(bundle)
+        g = bundle.gaussians
+        self.n = bundle.num_gaussians
+        self.kb = g["sh"].shape[1]
+        self.canon = {k: np.ascontiguousarray(g[k], np.float32) for k in ("means", "quats", "log_scales", "opacity_logits", "sh")}
+        enc = deform_ref.TokenEncoder(bundle.weights, np)
+        self.eye_tokens = enc.eye(self.scene.blink).astype(np.float32)     # [T_track, 64]
+        self.view_tokens = enc.view(self.scene.c2w).astype(np.float32)     # [T_track, 64]
+        self.null = np.asarray(bundle.weights["null"], np.float32)
+        self.xp = engines.xp
+        if self.device == "cuda" or self.raster == "cuda":
+            import cupy
+
+            self._dev = {k: cupy.asarray(v) for k, v in self.canon.items()}
+            self._dev["K"] = cupy.asarray(self.K)
+        # Overlap pays off on the CPU (GIL released by BLAS / ORT / C++ raster); the GPU path batches instead.
+        self.default_overlap = overlap if overlap is not None else (self.device == "cpu" and self.raster == "cpu")
+
+    def describe(self) -> dict:
+        import platform
+
+        dev = "cpu"
+        if self.device == "cuda" or self.raster == "cuda":
+            import cupy
+
+            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+            name = props["name"]
+            dev = "cuda: " + (name.decode() if isinstance(name, bytes) else str(name))
+        else:
+            from gt_runtime.engines.ort_engine import usable_cores
+
+            dev = f"cpu: {cpu_name()}, {usable_cores()} cores"
+        return {"engine": self.engines.name, "raster": self.raster, "device": dev,
+                "gaussians": self.n, "width": self.width, "height": self.height}
+
+    def new_state(self, overlap: bool | None = None) -> RenderState:
+        return RenderState(self, overlap)
+
+    # -- stage A: tokens + deform --------------------------------------------------------
+    def deform(self, frames: np.ndarray, windows: np.ndarray) -> tuple[dict, dict]:
+        """frames [B] (speech frame indices), windows [B, 15, 2, 80] -> (offsets dict, stage seconds)."""
+        t0 = time.perf_counter()
+        atok = self.engines.audio.infer({"audio_window": np.ascontiguousarray(windows, np.float32)})["audio_token"]
+        t1 = time.perf_counter()
+        ti = self.scene.track_index(np.asarray(frames))
+        xp = self.xp
+        tokens = xp.stack([xp.asarray(atok, dtype=xp.float32), xp.asarray(self.eye_tokens[ti]),
+                           xp.asarray(self.view_tokens[ti]), xp.broadcast_to(xp.asarray(self.null)[None], (len(frames), 64))], axis=1)
+        off = self.engines.deform.infer({"tokens": xp.ascontiguousarray(tokens)})
+        t2 = time.perf_counter()
+        # Backgrounds (torso PNG decode + composite) are fetched here, on the overlap worker, not in the raster stage.
+        off["_backgrounds"] = [self.scene.background_of_track(int(i)) for i in np.atleast_1d(ti)]
+        t3 = time.perf_counter()
+        return off, {"audio_encoder": t1 - t0, "deform": t2 - t1, "background": t3 - t2}
+
+    # -- stage B: activations + raster ------------------------------------------------------
+    def render(self, state: RenderState, frames: np.ndarray, off: dict) -> tuple[np.ndarray, dict]:
+        """frames [B], offsets -> (frames uint8 [B, H, W, 3] numpy, stage seconds)."""
+        t0 = time.perf_counter()
+        if self.raster == "cuda":
+            out = self._render_cuda(state, frames, off)
+        else:
+            out = self._render_cpu(frames, off)
+        return out, {"raster": time.perf_counter() - t0}
+
+    def _render_cpu(self, frames, off):
+        from gt_runtime import raster as rast
+
+        bgs = off["_backgrounds"]
+        off = {k: (v.get() if hasattr(v, "get") else np.asarray(v)) for k, v in off.items() if k != "_backgrounds"}
+        if self.raster == "cpu" and self.raster_threads:
+            from gt_runtime.engines.threads import set_omp_threads
+            from gt_runtime.raster import _cpu
+
+            _cpu.load()  # libgomp must be loaded before its thread count can be set
+            set_omp_threads(self.raster_threads)  # this thread's parallel regions only
+        c = self.canon
+        n, kb = self.n, self.kb
+        out = np.empty((len(frames), self.height, self.width, 3), np.uint8)
+        for b, t in enumerate(frames):
+            ti = int(self.scene.track_index(int(t)))
+            means = c["means"] + off["dmu"][b]
+            quats = c["quats"] + off["drot"][b]
+            scales = np.exp(c["log_scales"] + off["dscale"][b])
+            opac = 1.0 / (1.0 + np.exp(-(c["opacity_logits"] + off["dopacity"][b, :, 0])))
+            sh = c["sh"] + off["dsh"][b].reshape(n, kb, 3)
+            img = rast.rasterize(means, quats, scales, opac.astype(np.float32), sh, self.scene.viewmats[ti], self.K,
+                                 self.width, self.height, background=bgs[b], backend=self.raster)
+            to_uint8(img, out[b])
+        return out
+
+    def _render_cuda(self, state, frames, off):
+        import cupy as cp
+
+        d = self._dev
+        bsz = len(frames)
+        bg = cp.asarray(np.stack(off["_backgrounds"]))
+        off = {k: cp.asarray(v) for k, v in off.items() if k != "_backgrounds"}
+        ti = self.scene.track_index(np.asarray(frames))
+        means = d["means"][None] + off["dmu"]
+        quats = d["quats"][None] + off["drot"]
+        scales = cp.exp(d["log_scales"][None] + off["dscale"])
+        opac = 1.0 / (1.0 + cp.exp(-(d["opacity_logits"][None] + off["dopacity"][..., 0])))
+        sh = d["sh"][None] + off["dsh"].reshape(bsz, self.n, self.kb, 3)
+        viewmats = cp.asarray(self.scene.viewmats[ti])
+        r = state.cuda_rasterizer()
+        img = r.render(means, quats, scales, opac.astype(cp.float32), sh, viewmats, cp.broadcast_to(d["K"], (bsz, 3, 3)),
+                       self.width, self.height, bg, sh=True)
+        u8 = cp.rint(cp.clip(img, 0.0, 1.0) * 255.0).astype(cp.uint8)
+        return r.to_host(u8).copy()
+
+    # -- both --------------------------------------------------------------------------
+    def run_batches(self, state: RenderState, batches):
+        """Iterate (frames [B], windows [B, 15, 2, 80]) batches -> yields frames uint8 [H, W, 3] in order.
+
+        With state.overlap the deformation of the next batch runs on the worker thread
+        while this batch is rasterized.
+        """
+        batches = list(batches)
+        if not batches:
+            return
+        tm = state.timings
+        if not state.overlap or len(batches) == 1:
+            for frames, windows in batches:
+                off, ta = self.deform(frames, windows)
+                imgs, tb = self.render(state, frames, off)
+                self._account(tm, len(frames), ta, tb)
+                yield from imgs
+            return
+        ex = state.executor
+        fut = ex.submit(self.deform, *batches[0])
+        for i, (frames, _) in enumerate(batches):
+            off, ta = fut.result()
+            if i + 1 < len(batches):
+                fut = ex.submit(self.deform, *batches[i + 1])
+            imgs, tb = self.render(state, frames, off)
+            self._account(tm, len(frames), ta, tb)
+            yield from imgs
+
+    @staticmethod
+    def _account(tm: Timings, nframes: int, ta: dict, tb: dict) -> None:
+        for k, v in {**ta, **tb}.items():
+            tm.add(k, v, nframes)
+        with tm._lock:
+            tm.frames += nframes
