@@ -31,8 +31,22 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) tools/bench/raster.py --out tools/bench/RESULTS.md
 
-host:
-	@echo "the C host (plugins/host) is not built yet" >&2; exit 2
+# C host API (plugins/host): libgt_host.so embeds the Python that runs gt_runtime
+# (the venv's base interpreter when .venv exists, else $(PYTHON)); see plugins/host/README.md.
+HOST_PY     = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+HOST_DIR    = build/host
+HOST_CFLAGS = -O2 -g -Wall -Wextra -std=gnu11
+host: $(HOST_DIR)/libgt_host.so $(HOST_DIR)/example_host $(HOST_DIR)/test_host_errors
+
+$(HOST_DIR)/libgt_host.so: plugins/host/gt_host.c plugins/host/gt_host.h plugins/host/pyflags.py
+	@$(HOST_PY) plugins/host/pyflags.py --check
+	@mkdir -p $(HOST_DIR)
+	$(CC) $(HOST_CFLAGS) -fPIC -shared -fvisibility=hidden $$($(HOST_PY) plugins/host/pyflags.py --cflags) \
+	  -DGT_HOST_DEFAULT_PYTHON='"$(abspath $(VENV))/bin/python"' -DGT_HOST_DEFAULT_PATH='"$(CURDIR)"' \
+	  -o $@ plugins/host/gt_host.c $$($(HOST_PY) plugins/host/pyflags.py --ldflags) -lpthread
+
+$(HOST_DIR)/%: plugins/host/%.c plugins/host/gt_host.h $(HOST_DIR)/libgt_host.so
+	$(CC) $(HOST_CFLAGS) -Iplugins/host -o $@ $< -L$(HOST_DIR) -lgt_host -Wl,-rpath,'$$ORIGIN' -lm -lpthread
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info gt_runtime/*.so .pytest_cache

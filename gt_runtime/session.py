@@ -73,10 +73,11 @@ class Session:
             raise InputError("Session.push_audio: the audio has NaN or Inf samples | check the audio source")
         sample_rate = int(sample_rate)
         if self._sr is None:
+            # Check the rate before keeping it, so a rejected push leaves the session usable.
+            if sample_rate != SAMPLE_RATE and not 4000 <= sample_rate <= 384000:
+                raise InputError(f"audio: unsupported sample rate {sample_rate} Hz | expected 4 kHz to 384 kHz")
             self._sr = sample_rate
             if sample_rate != SAMPLE_RATE:
-                if sample_rate < 4000 or sample_rate > 384000:
-                    raise InputError(f"audio: unsupported sample rate {sample_rate} Hz | expected 4 kHz to 384 kHz")
                 import soxr
 
                 self._resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")

@@ -111,3 +111,20 @@ def test_sessions_share_a_player(player):
         o += list(s.frames())
     np.testing.assert_array_equal(np.stack(out_a), ref_a)
     np.testing.assert_array_equal(np.stack(out_b), ref_b)
+
+
+def test_rejected_rate_leaves_session_usable(tmp_path):
+    """A push at an unsupported rate is refused without fixing the session's rate."""
+    import numpy as np
+    import pytest
+
+    from gt_runtime import Player
+    from gt_runtime.errors import InputError
+    from gt_runtime.testing import make_random_bundle
+
+    b = make_random_bundle(tmp_path / "b.gtb", n_gaussians=50, sh_degree=0, num_layers=1, width=16, height=16,
+                           n_track_frames=4, seed=0, onnx=False)
+    s = Player(b, engine="array", raster="reference").session()
+    with pytest.raises(InputError, match="unsupported sample rate"):
+        s.push_audio(np.zeros(100, np.float32), 1000)
+    s.push_audio(np.full(1600, 0.1, np.float32), 16000)
