@@ -6,6 +6,7 @@ runtime compiles them with NVRTC on first use. The Python packages import
 without the extension; only the `cpu` raster backend needs it.
 """
 import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -32,6 +33,45 @@ def _compile_args():
     return args
 
 
+# Per-file instruction sets: raster_cpu_<isa>.cpp holds one variant of the blend kernels and is
+# compiled alone with these flags; the extension picks the best one the CPU runs at import time
+# (raster_cpu.cpp), so the default build stays portable. Elsewhere (non-x86, MSVC) the files build
+# without the flags and provide nothing.
+ISA_FLAGS = {
+    "_avx512.cpp": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl"],
+    "_avx2.cpp": ["-mavx2", "-mfma"],
+}
+
+
+def _isa_flags(source):
+    if not (sys.platform.startswith(("linux", "darwin")) and platform.machine().lower() in ("x86_64", "amd64")):
+        return None
+    for suffix, flags in ISA_FLAGS.items():
+        if source.endswith(suffix):
+            return flags
+    return None
+
+
+class BuildExtPerFileFlags(build_ext):
+    """build_ext that compiles the ISA_FLAGS sources separately, with their extra flags."""
+
+    def build_extension(self, ext):
+        special = [s for s in ext.sources if _isa_flags(s)]
+        if special:
+            # rebuild when any source or header changes (they leave ext.sources below)
+            ext.depends = sorted(set(ext.depends) | set(special) |
+                                 {str(p.relative_to(ROOT)) for p in RASTER_SRC.glob("*.h")})
+            ext.sources = [s for s in ext.sources if s not in special]
+            objects = []
+            for src in special:
+                objects += self.compiler.compile(
+                    [src], output_dir=self.build_temp, macros=ext.define_macros, include_dirs=ext.include_dirs,
+                    debug=self.debug, extra_postargs=list(ext.extra_compile_args) + _isa_flags(src),
+                    depends=ext.depends)
+            ext.extra_objects = list(ext.extra_objects or []) + objects
+        super().build_extension(ext)
+
+
 class BuildPyWithKernels(build_py):
     def run(self):
         super().run()
@@ -53,4 +93,4 @@ ext_modules = [
     )
 ]
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext, "build_py": BuildPyWithKernels})
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExtPerFileFlags, "build_py": BuildPyWithKernels})

@@ -10,6 +10,8 @@ The extension is optional: `load()` raises a one-line MissingDependencyError say
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from gt_runtime.errors import MissingDependencyError
@@ -21,6 +23,10 @@ def load():
     """The compiled extension module, or a MissingDependencyError that says how to build it."""
     global _ext
     if _ext is None:
+        # Idle OpenMP threads sleep instead of spinning: the raster shares the cores with the
+        # deform engine's threads, and spinning workers starve them (3x slower under load).
+        # It takes effect only if no OpenMP runtime has started yet in this process.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             from gt_runtime import _raster_cpu
         except ImportError as exc:

@@ -6,14 +6,20 @@
 //   backward(state, v_image [H, W, 3])
 //       -> (v_means [N, 3], v_quats [N, 4], v_scales [N, 3], v_opacities [N],
 //           v_colors [N, 3] | [N, K, 3], v_background [3] | [H, W, 3] | None)
+//   isa() -> str         blend kernel variant forward uses now ("avx512", "avx2", "generic";
+//                        GT_RASTER_ISA=generic|avx2|avx512 caps it)
+//   isas() -> list[str]  variants this build has and this CPU runs, best first
 //
 // The Python wrapper (gt_runtime.raster) validates arguments; the checks here only
 // guard memory safety. The GIL is released while computing.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "raster_cpu.h"
 
@@ -22,11 +28,45 @@ using farray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
+// A few finished forward states kept for reuse: their buffers keep their capacity, so the next
+// frame of the same size does not page-fault ~10 MB of fresh memory (512x512, 50k Gaussians).
+class StatePool {
+public:
+    static StatePool& get()
+    {
+        static StatePool* pool = new StatePool();  // never destroyed: states may outlive module teardown
+        return *pool;
+    }
+    std::unique_ptr<gt::RasterState> take()
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (free_.empty()) return std::make_unique<gt::RasterState>();
+        std::unique_ptr<gt::RasterState> s = std::move(free_.back());
+        free_.pop_back();
+        return s;
+    }
+    void give(std::unique_ptr<gt::RasterState> s)
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (s && free_.size() < kMaxFree) free_.push_back(std::move(s));
+    }
+
+private:
+    static constexpr size_t kMaxFree = 2;
+    std::mutex mu_;
+    std::vector<std::unique_ptr<gt::RasterState>> free_;
+};
+
 // Forward inputs kept alive (they back the raw pointers in `in`) plus the forward state.
 struct PyRasterState {
     farray means, quats, scales, opacities, colors, viewmat, K, background;
     gt::RasterInputs in;
-    gt::RasterState st;
+    std::unique_ptr<gt::RasterState> state = StatePool::get().take();
+    gt::RasterState& st = *state;
+    PyRasterState() = default;
+    PyRasterState(const PyRasterState&) = delete;
+    PyRasterState& operator=(const PyRasterState&) = delete;
+    ~PyRasterState() { StatePool::get().give(std::move(state)); }
 };
 
 void check_shape(const farray& a, std::initializer_list<py::ssize_t> shape, const char* name)
@@ -102,6 +142,9 @@ PYBIND11_MODULE(_raster_cpu, m)
     m.doc() = "gt CPU Gaussian rasterizer (C++/OpenMP); see gt_runtime.raster for the public API.";
 
     py::class_<PyRasterState>(m, "RasterState", "Opaque forward state consumed by backward().")
+        .def_property_readonly("isa", [](const PyRasterState& s) {
+            return std::string(s.st.kernels != nullptr ? s.st.kernels->name : "");
+        }, "blend kernel variant the forward used (the backward uses the same)")
         .def_property_readonly("num_visible", [](const PyRasterState& s) { return s.st.num_visible; })
         .def_property_readonly("num_intersections", [](const PyRasterState& s) { return s.st.tile_ids.size(); })
         .def_property_readonly("radii", [](const PyRasterState& s) {
@@ -109,6 +152,11 @@ PYBIND11_MODULE(_raster_cpu, m)
             std::copy(s.st.radius.begin(), s.st.radius.end(), r.mutable_data());
             return r;
         }, "[N] float32 pixel radius per Gaussian, 0 = culled");
+
+    m.def("isa", [] { return std::string(gt::raster_cpu_select_isa()->name); },
+          "Blend kernel variant forward uses now: 'avx512', 'avx2' or 'generic' (GT_RASTER_ISA caps it).");
+    m.def("isas", [] { return gt::raster_cpu_isas(); },
+          "Blend kernel variants this build has and this CPU runs, best first.");
 
     m.def(
         "forward",

@@ -1,16 +1,20 @@
 // raster_cpu.cpp: CPU tile rasterizer (OpenMP). Same rules as gsplat's
 // rasterization() (antialiased=False): see gt_raster_math.h for the math.
 //
-// Forward:  project [N] (parallel) -> stable depth sort -> bin into 16x16 tiles
-//           (lists stay front to back) -> per tile, Gaussians front to back over the
-//           tile's pixels with per-pixel early stop (parallel over tiles).
-// Backward: per tile, Gaussians back to front (gsplat's per-pixel order), per-thread
-//           gradient buffers reduced per Gaussian, then the projection / SH VJPs.
+// Forward:  project [N] (parallel) -> stable depth sort -> bin into 16x16 tiles (parallel
+//           count, prefix sum, fill; lists stay front to back) -> per tile, the SIMD blend
+//           kernel (raster_cpu_simd.h) with per-pixel early stop. Tiles run heaviest first,
+//           dynamically scheduled (head scenes are very unbalanced).
+// Backward: per tile, Gaussians back to front (gsplat's per-pixel order) in the same kernel
+//           variant, per-thread gradient buffers reduced once per Gaussian, then the
+//           projection / SH VJPs.
 #include "raster_cpu.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <numeric>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -18,10 +22,19 @@
 
 #include "gt_raster_math.h"
 
-#ifdef GT_RASTER_TIMING
+#ifdef GT_RASTER_TIMING  // stage times on stderr: wall, and CPU time of the calling thread (OMP_NUM_THREADS=1)
 #include <cstdio>
-#define GT_TIC(name) double name = omp_get_wtime();
-#define GT_TOC(label, name) fprintf(stderr, "%s: %.2f ms\n", label, 1e3 * (omp_get_wtime() - name));
+#include <ctime>
+inline double gt_thread_cpu_s()
+{
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+#define GT_TIC(name) const double name = omp_get_wtime(), name##_cpu = gt_thread_cpu_s();
+#define GT_TOC(label, name)                                                                          \
+    fprintf(stderr, "%s: %.2f ms (thread cpu %.2f ms)\n", label, 1e3 * (omp_get_wtime() - name), \
+            1e3 * (gt_thread_cpu_s() - name##_cpu));
 #else
 #define GT_TIC(name)
 #define GT_TOC(label, name)
@@ -47,6 +60,62 @@ int thread_id()
     return 0;
 #endif
 }
+
+int num_threads()
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+static_assert(kTile == GT_TILE, "raster_cpu_kernels.h and gt_raster_math.h disagree on the tile size");
+
+// Kernel variants this build has and this CPU runs, best first, with their level (2 avx512, 1 avx2, 0 generic).
+struct IsaEntry {
+    const TileKernels* kernels;
+    int level;
+};
+
+const std::vector<IsaEntry>& isa_table()
+{
+    static const std::vector<IsaEntry> table = [] {
+        std::vector<IsaEntry> t;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        const bool fma = __builtin_cpu_supports("fma");
+        if (tile_kernels_avx512() != nullptr && fma && __builtin_cpu_supports("avx512f") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+            __builtin_cpu_supports("avx512vl"))
+            t.push_back({tile_kernels_avx512(), 2});
+        if (tile_kernels_avx2() != nullptr && fma && __builtin_cpu_supports("avx2"))
+            t.push_back({tile_kernels_avx2(), 1});
+#endif
+        t.push_back({tile_kernels_generic(), 0});
+        return t;
+    }();
+    return table;
+}
+
+// Tiles in decreasing list length (stable): the heaviest start first under dynamic scheduling.
+void tiles_by_load(const std::vector<int32_t>& offsets, std::vector<int32_t>& order)
+{
+    const int n_tiles = (int)offsets.size() - 1;
+    order.resize(n_tiles);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+        return offsets[a + 1] - offsets[a] > offsets[b + 1] - offsets[b];
+    });
+}
+
+#if defined(__GNUC__)
+inline void prefetch_w(const void* p) { __builtin_prefetch(p, 1); }
+inline void prefetch_r(const void* p) { __builtin_prefetch(p, 0); }
+#else
+inline void prefetch_w(const void*) {}
+inline void prefetch_r(const void*) {}
+#endif
 
 int sh_bases(int degree) { return degree < 0 ? 1 : (degree + 1) * (degree + 1); }
 
@@ -85,117 +154,39 @@ void sort_by_depth(const std::vector<float>& depth, std::vector<int32_t>& ids)
     }
 }
 
-// Tiles [x0, x1) x [y0, y1) a splat must be listed in: gsplat's radius tiles, narrowed to the
-// tiles its alpha-threshold box touches (tiles outside it cannot receive any contribution).
+// floor(v) and ceil(v) clamped to the integers [lo, hi]; NaN gives lo. Clamping first keeps the int
+// cast defined, and equals clamping after rounding because the bounds are integers. Inline compares
+// instead of floorf / fmaxf, which are library calls on the baseline x86-64 target.
+inline int floor_clamp(float v, int lo, int hi)
+{
+    v = v > (float)lo ? v : (float)lo;
+    v = v < (float)hi ? v : (float)hi;
+    int i = (int)v;
+    return (float)i > v ? i - 1 : i;
+}
+
+inline int ceil_clamp(float v, int lo, int hi)
+{
+    v = v > (float)lo ? v : (float)lo;
+    v = v < (float)hi ? v : (float)hi;
+    int i = (int)v;
+    return (float)i < v ? i + 1 : i;
+}
+
+// Tiles [x0, x1) x [y0, y1) a splat must be listed in: gsplat's radius tiles (gt_tile_bounds), narrowed
+// to the tiles its alpha-threshold box touches (tiles outside it cannot receive any contribution).
 void splat_tiles(const Splat& s, float radius, int tiles_x, int tiles_y, int& x0, int& y0, int& x1, int& y1)
 {
-    float m2[2] = {s.mx, s.my};
-    gt_tile_bounds(m2, radius, tiles_x, tiles_y, &x0, &y0, &x1, &y1);
-    // pixels that may pass: [mx - 0.5 - ext, mx - 0.5 + ext] (pixel centre x + 0.5)
-    float px0 = floorf(s.mx - 0.5f - s.ext_x), px1 = floorf(s.mx - 0.5f + s.ext_x);
-    float py0 = floorf(s.my - 0.5f - s.ext_y), py1 = floorf(s.my - 0.5f + s.ext_y);
-    const float lo = -1.f, hx = (float)tiles_x + 1.f, hy = (float)tiles_y + 1.f;  // keep float -> int in range
-    x0 = std::max(x0, (int)fminf(fmaxf(floorf(px0 / GT_TILE), lo), hx));
-    y0 = std::max(y0, (int)fminf(fmaxf(floorf(py0 / GT_TILE), lo), hy));
-    x1 = std::min(x1, (int)fminf(fmaxf(floorf(px1 / GT_TILE) + 1.f, lo), hx));
-    y1 = std::min(y1, (int)fminf(fmaxf(floorf(py1 / GT_TILE) + 1.f, lo), hy));
-}
-
-// Pixel range [lo, hi] (inclusive) of one axis within [t0, t1) that may pass the alpha threshold.
-inline void pixel_span(float m, float ext, int t0, int t1, int& lo, int& hi)
-{
-    float a = ceilf(m - 0.5f - ext) - 1.f, b = floorf(m - 0.5f + ext) + 1.f;  // +-1 px margin
-    lo = (int)fminf(fmaxf(a, (float)t0), (float)t1);        // clamped before the int cast
-    hi = (int)fmaxf(fminf(b, (float)(t1 - 1)), (float)(t0 - 1));
-}
-
-// exp(x) for x <= 0 by Cephes' expf polynomial (~1 ulp); forward and backward both use it,
-// so they make bit-identical alpha decisions.
-
-inline float exp_neg(float x)
-{
-    x = x > -87.f ? x : -87.f;  // also maps NaN to -87
-    float t = x * 1.44269504088896341f + 0.5f;
-    int32_t n = (int32_t)t;
-    float nf = (float)n;
-    if (nf > t) { nf = nf - 1.f; n = n - 1; }  // floor
-    x = x - nf * 0.693359375f;
-    x = x - nf * -2.12194440e-4f;
-    float z = x * x;
-    float y = 1.9875691500e-4f;
-    y = y * x + 1.3981999507e-3f;
-    y = y * x + 8.3334519073e-3f;
-    y = y * x + 4.1665795894e-2f;
-    y = y * x + 1.6666665459e-1f;
-    y = y * x + 5.0000001201e-1f;
-    y = y * z + x;
-    y = y + 1.f;
-    int32_t bits = (n + 127) << 23;
-    float p2;
-    std::memcpy(&p2, &bits, 4);
-    return y * p2;
-}
-
-// Pixel x-range [lo, hi] of row dy where sigma <= smax can hold (ellipse chord, +-1 px margin),
-// clamped to [t0, t1 - 1]. Returns false when the row misses the ellipse.
-inline bool row_span(const Splat& s, float dy, int t0, int t1, int& lo, int& hi)
-{
-    // 0.5 (a dx^2 + 2 b dx dy + c dy^2) <= smax  <=>  a dx^2 + 2 b dy dx + (c dy^2 - 2 smax) <= 0
-    const float bq = s.b * dy, disc = bq * bq - s.a * (s.c * dy * dy - 2.f * s.smax);
-    if (!(disc >= 0.f)) return disc != disc ? (lo = t0, hi = t1 - 1, true) : false;  // NaN: whole row
-    const float r = sqrtf(disc) / s.a, dx0 = -bq / s.a;
-    // pixel centre x + 0.5 = mx - dx
-    const float xa = s.mx - (dx0 + r) - 0.5f, xb = s.mx - (dx0 - r) - 0.5f;
-    lo = (int)fminf(fmaxf(ceilf(xa) - 1.f, (float)t0), (float)t1);
-    hi = (int)fmaxf(fminf(floorf(xb) + 1.f, (float)(t1 - 1)), (float)(t0 - 1));
-    return lo <= hi;
-}
-
-// Front-to-back blending of one tile's list (Gaussian-major, per-pixel early stop).
-// T, C, last are [th * tw] pixel arrays of the tile.
-void blend_tile(const Splat* splats, const int32_t* ids, int32_t count, int tx0, int ty0, int tw, int th,
-                float* T, float (*C)[3], int32_t* last)
-{
-    unsigned char done[GT_TILE * GT_TILE];
-    const int npix = tw * th;
-    for (int p = 0; p < npix; ++p) {
-        T[p] = 1.f; C[p][0] = C[p][1] = C[p][2] = 0.f; last[p] = 0; done[p] = 0;
-    }
-    int n_done = 0;
-    for (int32_t i = 0; i < count && n_done < npix; ++i) {
-        const Splat& s = splats[ids[i]];
-        int ylo, yhi;
-        pixel_span(s.my, s.ext_y, ty0, ty0 + th, ylo, yhi);
-        const float conic[3] = {s.a, s.b, s.c};
-        for (int y = ylo; y <= yhi; ++y) {
-            const float dy = s.my - ((float)y + 0.5f);
-            int xlo, xhi;
-            if (!row_span(s, dy, tx0, tx0 + tw, xlo, xhi)) continue;
-            const int row = (y - ty0) * tw - tx0;
-            for (int x = xlo; x <= xhi; ++x) {
-                const int p = row + x;
-                if (done[p]) continue;
-                const float dx = s.mx - ((float)x + 0.5f);
-                const float sigma = gt_sigma(conic, dx, dy);
-                if (sigma < 0.f || sigma > s.smax) continue;  // smax: alpha surely < 1/255
-                float alpha = s.opacity * exp_neg(-sigma);
-                alpha = alpha < GT_MAX_ALPHA ? alpha : GT_MAX_ALPHA;
-                if (alpha < GT_ALPHA_THRESHOLD) continue;
-                const float next_T = T[p] * (1.f - alpha);
-                if (next_T <= GT_T_THRESHOLD) {  // saturated: exclusive of this Gaussian
-                    done[p] = 1;
-                    ++n_done;
-                    continue;
-                }
-                const float vis = alpha * T[p];
-                C[p][0] += s.rgb[0] * vis;
-                C[p][1] += s.rgb[1] * vis;
-                C[p][2] += s.rgb[2] * vis;
-                T[p] = next_T;
-                last[p] = i + 1;
-            }
-        }
-    }
+    const float tr = radius / (float)GT_TILE, tx = s.mx / (float)GT_TILE, ty = s.my / (float)GT_TILE;
+    x0 = floor_clamp(tx - tr, 0, tiles_x);
+    y0 = floor_clamp(ty - tr, 0, tiles_y);
+    x1 = ceil_clamp(tx + tr, 0, tiles_x);
+    y1 = ceil_clamp(ty + tr, 0, tiles_y);
+    // pixels that may pass: [mx - 0.5 - ext, mx - 0.5 + ext] (pixel centre x + 0.5); / GT_TILE is exact
+    x0 = std::max(x0, floor_clamp((s.mx - 0.5f - s.ext_x) / (float)GT_TILE, -1, tiles_x + 1));
+    y0 = std::max(y0, floor_clamp((s.my - 0.5f - s.ext_y) / (float)GT_TILE, -1, tiles_y + 1));
+    x1 = std::min(x1, floor_clamp((s.mx - 0.5f + s.ext_x) / (float)GT_TILE, -2, tiles_x) + 1);
+    y1 = std::min(y1, floor_clamp((s.my - 0.5f + s.ext_y) / (float)GT_TILE, -2, tiles_y) + 1);
 }
 
 }  // namespace
@@ -212,8 +203,8 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st)
     st.tiles_y = (H + GT_TILE - 1) / GT_TILE;
     const int TX = st.tiles_x, TY = st.tiles_y, n_tiles = TX * TY;
     st.splats.resize(N);
-    st.radius.assign(N, 0.f);
-    st.depth.assign(N, 0.f);
+    st.radius.resize(N);
+    st.depth.resize(N);
     float campos[3];
     gt_camera_center(in.viewmat, campos);
 
@@ -223,6 +214,8 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st)
     for (int g = 0; g < N; ++g) {
         Splat& s = st.splats[g];
         float m2[2], conic[3], depth, radius;
+        st.radius[g] = 0.f;  // culled unless set below
+        st.depth[g] = 0.f;
         if (!gt_project_ewa(in.means + g * 3, in.quats + g * 4, in.scales + g * 3, in.viewmat, fx, fy, cx, cy, W, H,
                             m2, conic, &depth, &radius))
             continue;
@@ -246,57 +239,105 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st)
 
     GT_TOC("project", t0)
     GT_TIC(t1)
-    // 2. visible ids in stable depth order
-    std::vector<int32_t> order;
+    // 2. visible ids in stable depth order, and their splats copied in that order (one gather, so
+    //    that binning and blending read memory in increasing order)
+    std::vector<int32_t>& order = st.order;
+    order.clear();
     order.reserve(N);
     for (int g = 0; g < N; ++g)
         if (st.radius[g] > 0.f) order.push_back(g);
     st.num_visible = (int)order.size();
     sort_by_depth(st.depth, order);
+    const int V = st.num_visible;
+    st.sorted.resize(V);
+    std::vector<float>& sorted_radius = st.scratch.radius;
+    sorted_radius.resize(V);
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < V; ++j) {
+        if (j + 16 < V) prefetch_r(&st.splats[order[j + 16]]);
+        st.sorted[j] = st.splats[order[j]];
+        sorted_radius[j] = st.radius[order[j]];
+    }
 
     GT_TOC("sort", t1)
     GT_TIC(t2)
-    // 3. bin into tiles; filling in depth order keeps every tile list sorted
+    // 3. bin into tiles: per-thread counts over contiguous chunks of the depth order, one prefix
+    //    sum, then each thread fills its chunk at its own cursors, so every tile list stays sorted
     st.tile_offsets.assign(n_tiles + 1, 0);
-    std::vector<int32_t> rect(order.size() * 4);
-    for (size_t i = 0; i < order.size(); ++i) {
-        int g = order[i], x0, y0, x1, y1;
-        splat_tiles(st.splats[g], st.radius[g], TX, TY, x0, y0, x1, y1);
-        rect[i * 4 + 0] = x0; rect[i * 4 + 1] = y0; rect[i * 4 + 2] = x1; rect[i * 4 + 3] = y1;
-        for (int ty = y0; ty < y1; ++ty)
-            for (int tx = x0; tx < x1; ++tx) st.tile_offsets[ty * TX + tx + 1]++;
-    }
-    for (int t = 0; t < n_tiles; ++t) st.tile_offsets[t + 1] += st.tile_offsets[t];
-    st.tile_ids.resize(st.tile_offsets[n_tiles]);
+    std::vector<int32_t>& rect = st.scratch.rect;
+    rect.resize((size_t)V * 4);
+    std::vector<int32_t>& cursor = st.scratch.cursor;  // counts, then write cursors
+    cursor.resize((size_t)max_threads() * n_tiles);
+#pragma omp parallel
     {
-        std::vector<int32_t> cursor(st.tile_offsets.begin(), st.tile_offsets.end() - 1);
-        for (size_t i = 0; i < order.size(); ++i) {
-            const int32_t* r = &rect[i * 4];
+        const int nt = num_threads(), t = thread_id();
+        const int b = (int)((int64_t)V * t / nt), e = (int)((int64_t)V * (t + 1) / nt);
+        int32_t* cur = cursor.data() + (size_t)t * n_tiles;
+        std::fill(cur, cur + n_tiles, 0);
+        for (int j = b; j < e; ++j) {
+            int x0, y0, x1, y1;
+            splat_tiles(st.sorted[j], sorted_radius[j], TX, TY, x0, y0, x1, y1);
+            int32_t* r = &rect[(size_t)j * 4];
+            r[0] = x0; r[1] = y0; r[2] = x1; r[3] = y1;
+            for (int ty = y0; ty < y1; ++ty)
+                for (int tx = x0; tx < x1; ++tx) cur[ty * TX + tx]++;
+        }
+#pragma omp barrier
+#pragma omp single
+        {
+            int32_t off = 0;
+            for (int tile = 0; tile < n_tiles; ++tile) {
+                st.tile_offsets[tile] = off;
+                for (int k = 0; k < nt; ++k) {
+                    int32_t& c = cursor[(size_t)k * n_tiles + tile];
+                    const int32_t n = c;
+                    c = off;
+                    off += n;
+                }
+            }
+            st.tile_offsets[n_tiles] = off;
+            st.tile_ids.resize(off);
+        }
+        int32_t* ids = st.tile_ids.data();
+        for (int j = b; j < e; ++j) {
+            const int32_t* r = &rect[(size_t)j * 4];
             for (int ty = r[1]; ty < r[3]; ++ty)
-                for (int tx = r[0]; tx < r[2]; ++tx) st.tile_ids[cursor[ty * TX + tx]++] = order[i];
+                for (int tx = r[0]; tx < r[2]; ++tx) ids[cur[ty * TX + tx]++] = j;
         }
     }
 
     GT_TOC("bin", t2)
     GT_TIC(t3)
-    // 4. blend, one tile per task
+    // 4. blend, one tile per task, heaviest first
+    st.kernels = raster_cpu_select_isa();
+    const TileKernels* kern = st.kernels;
     st.T_final.resize((size_t)W * H);
     st.n_contrib.resize((size_t)W * H);
-    const Splat* splats = st.splats.data();
+    const Splat* splats = st.sorted.data();
+    tiles_by_load(st.tile_offsets, st.tile_order);
+    const int32_t* tile_order = st.tile_order.data();
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int tile = 0; tile < n_tiles; ++tile) {
+    for (int k = 0; k < n_tiles; ++k) {
+        const int tile = tile_order[k];
         const int tx0 = (tile % TX) * GT_TILE, ty0 = (tile / TX) * GT_TILE;
         const int tw = std::min(GT_TILE, W - tx0), th = std::min(GT_TILE, H - ty0);
-        float T[GT_TILE * GT_TILE], C[GT_TILE * GT_TILE][3];
-        int32_t last[GT_TILE * GT_TILE];
+        alignas(64) float T[kTilePix], C[3 * kTilePix];
+        alignas(64) int32_t last[kTilePix];
         const int32_t start = st.tile_offsets[tile], end = st.tile_offsets[tile + 1];
-        blend_tile(splats, st.tile_ids.data() + start, end - start, tx0, ty0, tw, th, T, C, last);
+        // tiles run in load order, so their output rows are cold: fetch them while the tile blends
+        for (int r = 0; r < th; ++r) {
+            const int64_t pix = (int64_t)(ty0 + r) * W + tx0;
+            for (int b = 0; b < tw * 3 * 4; b += 64) prefetch_w((const char*)(image + pix * 3) + b);
+            prefetch_w(&st.T_final[pix]);
+            prefetch_w(&st.n_contrib[pix]);
+        }
+        kern->forward(splats, st.tile_ids.data() + start, end - start, tx0, ty0, tw, th, T, C, last);
         for (int r = 0; r < th; ++r)
             for (int l = 0; l < tw; ++l) {
-                const int p = r * tw + l;
+                const int p = r * kTile + l;
                 const int64_t pix = (int64_t)(ty0 + r) * W + tx0 + l;
                 const float* bg = bg_at(in, pix);
-                for (int k = 0; k < 3; ++k) image[pix * 3 + k] = C[p][k] + T[p] * bg[k];
+                for (int c = 0; c < 3; ++c) image[pix * 3 + c] = C[c * kTilePix + p] + T[p] * bg[c];
                 st.T_final[pix] = T[p];
                 st.n_contrib[pix] = last[p];
             }
@@ -311,84 +352,53 @@ void raster_backward_cpu(const RasterInputs& in, const RasterState& st, const fl
     const float fx = in.K[0], fy = in.K[4], cx = in.K[2], cy = in.K[5];
     const int KB = sh_bases(in.sh_degree);
     const int n_threads = max_threads();
-    constexpr int G = 9;  // per-Gaussian 2-D grads: mean2d (2), conic (3), opacity (1), rgb (3)
-    std::vector<float> buf((size_t)n_threads * N * G, 0.f);
-    const Splat* splats = st.splats.data();
+    constexpr int G = kSplatGrads;  // per-Gaussian 2-D grads: mean2d (2), conic (3), opacity (1), rgb (3)
+    const int V = st.num_visible;
+    GT_TIC(t0)
+    std::vector<float>& buf = st.scratch.grads;  // [threads, V, G] by depth rank
+    buf.assign((size_t)n_threads * V * G, 0.f);
+    const Splat* splats = st.sorted.data();
 
+    const TileKernels* kern = st.kernels != nullptr ? st.kernels : raster_cpu_select_isa();
+    const int32_t* tile_order = st.tile_order.data();
+    GT_TOC("bwd setup", t0)
+
+    GT_TIC(t0b)
     // 1. per tile, back to front over each pixel's contributors
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int tile = 0; tile < n_tiles; ++tile) {
-        float* tbuf = buf.data() + (size_t)thread_id() * N * G;
+    for (int k = 0; k < n_tiles; ++k) {
+        const int tile = tile_order[k];
         const int tx0 = (tile % TX) * GT_TILE, ty0 = (tile / TX) * GT_TILE;
-        const int tx1 = std::min(tx0 + GT_TILE, W), ty1 = std::min(ty0 + GT_TILE, H);
-        const int tw = tx1 - tx0, th = ty1 - ty0, npix = tw * th;
-        float T[GT_TILE * GT_TILE], acc[GT_TILE * GT_TILE][3], vc[GT_TILE * GT_TILE][3];
-        float T_fin[GT_TILE * GT_TILE], v_bg_dot[GT_TILE * GT_TILE];
-        int32_t last[GT_TILE * GT_TILE];
+        const int tw = std::min(GT_TILE, W - tx0), th = std::min(GT_TILE, H - ty0);
+        TileBwdIn tin;
         int32_t max_last = 0;
-        for (int p = 0; p < npix; ++p) {
-            const int64_t pix = (int64_t)(ty0 + p / tw) * W + tx0 + p % tw;
-            T[p] = T_fin[p] = st.T_final[pix];
-            last[p] = st.n_contrib[pix];
-            max_last = std::max(max_last, last[p]);
-            const float* bg = bg_at(in, pix);
-            float d = 0.f;
-            for (int k = 0; k < 3; ++k) {
-                vc[p][k] = v_image[pix * 3 + k];
-                acc[p][k] = 0.f;
-                d += bg[k] * vc[p][k];
-            }
-            v_bg_dot[p] = d;
-        }
-        const int32_t start = st.tile_offsets[tile];
-        for (int32_t i = max_last - 1; i >= 0; --i) {
-            const int32_t g = st.tile_ids[start + i];
-            const Splat& s = splats[g];
-            int ylo, yhi;
-            pixel_span(s.my, s.ext_y, ty0, ty1, ylo, yhi);
-            const float conic[3] = {s.a, s.b, s.c};
-            float v_m2[2] = {0.f, 0.f}, v_con[3] = {0.f, 0.f, 0.f}, v_op = 0.f, v_rgb[3] = {0.f, 0.f, 0.f};
-            bool touched = false;
-            for (int y = ylo; y <= yhi; ++y) {
-                const float dy = s.my - ((float)y + 0.5f);
-                int xlo, xhi;
-                if (!row_span(s, dy, tx0, tx1, xlo, xhi)) continue;
-                const int row = (y - ty0) * tw - tx0;
-                for (int x = xlo; x <= xhi; ++x) {
-                    const int p = row + x;
-                    if (i >= last[p]) continue;  // behind this pixel's last contributor
-                    const float dx = s.mx - ((float)x + 0.5f);
-                    const float sigma = gt_sigma(conic, dx, dy);
-                    if (sigma < 0.f || sigma > s.smax) continue;
-                    const float vis = exp_neg(-sigma);  // same exp as the forward
-                    float alpha = s.opacity * vis;
-                    alpha = alpha < GT_MAX_ALPHA ? alpha : GT_MAX_ALPHA;
-                    if (alpha < GT_ALPHA_THRESHOLD) continue;
-                    touched = true;
-                    // T before this Gaussian, from T after it
-                    const float ra = 1.f / fmaxf(GT_MIN_ONE_MINUS_ALPHA, 1.f - alpha);
-                    T[p] *= ra;
-                    const float fac = alpha * T[p];
-                    float v_alpha = 0.f;
-                    for (int k = 0; k < 3; ++k) {
-                        v_rgb[k] += fac * vc[p][k];
-                        v_alpha += (s.rgb[k] * T[p] - acc[p][k] * ra) * vc[p][k];
-                    }
-                    v_alpha += -T_fin[p] * ra * v_bg_dot[p];  // through the background's weight T_final
-                    gt_alpha_vjp(conic, dx, dy, s.opacity, vis, v_alpha, v_con, v_m2, &v_op);
-                    for (int k = 0; k < 3; ++k) acc[p][k] += s.rgb[k] * fac;
+        for (int r = 0; r < kTile; ++r)
+            for (int l = 0; l < kTile; ++l) {
+                const int p = r * kTile + l;
+                if (r >= th || l >= tw) {  // outside the image: no contributor
+                    tin.T_fin[p] = 1.f; tin.v_bg_dot[p] = 0.f; tin.last[p] = 0;
+                    tin.vc[0][p] = tin.vc[1][p] = tin.vc[2][p] = 0.f;
+                    continue;
                 }
+                const int64_t pix = (int64_t)(ty0 + r) * W + tx0 + l;
+                tin.T_fin[p] = st.T_final[pix];
+                tin.last[p] = st.n_contrib[pix];
+                max_last = std::max(max_last, tin.last[p]);
+                const float* bg = bg_at(in, pix);
+                float d = 0.f;
+                for (int c = 0; c < 3; ++c) {
+                    tin.vc[c][p] = v_image[pix * 3 + c];
+                    d += bg[c] * tin.vc[c][p];
+                }
+                tin.v_bg_dot[p] = d;
             }
-            if (touched) {
-                float* o = tbuf + (size_t)g * G;
-                o[0] += v_m2[0]; o[1] += v_m2[1];
-                o[2] += v_con[0]; o[3] += v_con[1]; o[4] += v_con[2];
-                o[5] += v_op;
-                o[6] += v_rgb[0]; o[7] += v_rgb[1]; o[8] += v_rgb[2];
-            }
-        }
+        if (max_last == 0) continue;
+        float* tbuf = buf.data() + (size_t)thread_id() * V * G;
+        kern->backward(splats, st.tile_ids.data() + st.tile_offsets[tile], tx0, ty0, tw, th, tin, tbuf);
     }
+    GT_TOC("bwd blend", t0b)
 
+    GT_TIC(t1)
     // 2. background
     if (out.v_background != nullptr && in.bg_mode == 1) {
         double s[3] = {0.0, 0.0, 0.0};
@@ -401,7 +411,11 @@ void raster_backward_cpu(const RasterInputs& in, const RasterState& st, const fl
             for (int k = 0; k < 3; ++k) out.v_background[pix * 3 + k] = st.T_final[pix] * v_image[pix * 3 + k];
     }
 
-    // 3. per Gaussian: reduce thread buffers, then projection and colour VJPs
+    // 3. per Gaussian, in id order (the outputs are written sequentially; only the small thread
+    //    buffers are read by depth rank): reduce the thread buffers, projection and colour VJPs
+    std::vector<int32_t>& rank = st.scratch.rank;
+    rank.assign(N, -1);
+    for (int j = 0; j < V; ++j) rank[st.order[j]] = j;
     float campos[3];
     gt_camera_center(in.viewmat, campos);
 #pragma omp parallel for schedule(static)
@@ -414,13 +428,14 @@ void raster_backward_cpu(const RasterInputs& in, const RasterState& st, const fl
         for (int k = 0; k < 4; ++k) vq[k] = 0.f;
         for (int k = 0; k < KB * 3; ++k) vcol[k] = 0.f;
         out.v_opacities[g] = 0.f;
-        if (!(st.radius[g] > 0.f)) continue;
+        const int j = rank[g];
+        if (j < 0) continue;  // culled: zero gradients
         float v[G] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
         for (int t = 0; t < n_threads; ++t) {
-            const float* b = buf.data() + ((size_t)t * N + g) * G;
+            const float* b = buf.data() + ((size_t)t * V + j) * G;
             for (int k = 0; k < G; ++k) v[k] += b[k];
         }
-        const Splat& s = splats[g];
+        const Splat& s = st.splats[g];
         const float conic[3] = {s.a, s.b, s.c};
         gt_project_ewa_vjp(in.means + g * 3, in.quats + g * 4, in.scales + g * 3, in.viewmat, fx, fy, cx, cy, W, H,
                            conic, v, v + 2, vm, vq, vs);
@@ -433,6 +448,26 @@ void raster_backward_cpu(const RasterInputs& in, const RasterState& st, const fl
             gt_sh_to_color_vjp(in.sh_degree, dir, in.colors + (int64_t)g * KB * 3, v + 6, vcol, vm);
         }
     }
+    GT_TOC("bwd vjp", t1)
+}
+
+std::vector<std::string> raster_cpu_isas()
+{
+    std::vector<std::string> names;
+    for (const IsaEntry& e : isa_table()) names.push_back(e.kernels->name);
+    return names;
+}
+
+const TileKernels* raster_cpu_select_isa()
+{
+    int cap = 2;
+    if (const char* env = std::getenv("GT_RASTER_ISA")) {
+        if (std::strcmp(env, "generic") == 0) cap = 0;
+        else if (std::strcmp(env, "avx2") == 0) cap = 1;
+    }
+    for (const IsaEntry& e : isa_table())
+        if (e.level <= cap) return e.kernels;
+    return tile_kernels_generic();
 }
 
 }  // namespace gt

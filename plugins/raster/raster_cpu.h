@@ -1,10 +1,14 @@
 // raster_cpu.h: CPU (OpenMP) tile rasterizer for 3D Gaussians, forward and backward.
 // Math lives in gt_raster_math.h (shared with the CUDA rasterizer); this file is the
 // launcher layer: projection over N, depth sort, 16x16 tile binning, per-tile blending.
+// The per-tile blend kernels (SIMD, one variant per instruction set) are in raster_cpu_kernels.h.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
+
+#include "raster_cpu_kernels.h"
 
 namespace gt {
 
@@ -24,27 +28,31 @@ struct RasterInputs {
     int bg_mode = 0;                   // 0: none, 1: [3], 2: [H, W, 3]
 };
 
-// Per-Gaussian data the blending loop reads, packed so one Gaussian is one cache line.
-struct Splat {
-    float mx, my;        // mean2d (pixels)
-    float a, b, c;       // conic
-    float opacity;
-    float rgb[3];        // colour after SH (+0.5, clamp) or the given RGB
-    float smax;          // sigma above which alpha < 1/255 for sure
-    float ext_x, ext_y;  // half extents (pixels) of the region where alpha can reach 1/255
-};
-
 // What backward needs from forward.
 struct RasterState {
     int N = 0, width = 0, height = 0, tiles_x = 0, tiles_y = 0;
     std::vector<Splat> splats;          // [N] (valid where radius > 0)
     std::vector<float> radius;          // [N] 0 = culled
     std::vector<float> depth;           // [N]
+    std::vector<int32_t> order;         // [V] Gaussian id of each visible splat, front to back (V = num_visible)
+    std::vector<Splat> sorted;          // [V] splats[order[j]]: tile lists read these in increasing j
     std::vector<int32_t> tile_offsets;  // [tiles + 1] into tile_ids
-    std::vector<int32_t> tile_ids;      // [n_isects] Gaussian ids, front to back per tile
+    std::vector<int32_t> tile_ids;      // [n_isects] depth ranks j (index into order / sorted), front to back per tile
     std::vector<float> T_final;         // [H, W] transmittance after the last contributor
     std::vector<int32_t> n_contrib;     // [H, W] 1 + index (in the tile list) of the last contributor; 0 = none
+    std::vector<int32_t> tile_order;    // [tiles] tiles by decreasing list length (scheduling order)
     int num_visible = 0;
+    const TileKernels* kernels = nullptr;  // the variant forward used; backward uses the same
+    // Work buffers. Calls on a reused state keep their capacity, so big frames do not page-fault
+    // fresh memory on every call (bind_cpu.cpp reuses states).
+    struct Scratch {
+        std::vector<float> radius;       // [V] sorted radii
+        std::vector<int32_t> rect;       // [V, 4] tile rectangles
+        std::vector<int32_t> cursor;     // [threads, tiles] counts, then write cursors
+        std::vector<float> grads;        // [threads, V, kSplatGrads] backward accumulators
+        std::vector<int32_t> rank;       // [N] depth rank j of Gaussian g, -1 = culled
+    };
+    mutable Scratch scratch;
 };
 
 // Gradient outputs (zeroed and written by backward). v_background may be nullptr.
@@ -56,6 +64,14 @@ struct RasterGrads {
     float* v_colors = nullptr;      // [N, 3] or [N, K, 3]
     float* v_background = nullptr;  // [3] or [H, W, 3] (per bg_mode)
 };
+
+// Instruction sets of the blend kernels that this build has and this CPU runs, best first
+// (a subset of "avx512", "avx2", "generic"; "generic" is always there).
+std::vector<std::string> raster_cpu_isas();
+
+// The variant forward uses now: the best of raster_cpu_isas(), capped by the environment variable
+// GT_RASTER_ISA=generic|avx2|avx512 (read on every call; other values are ignored).
+const TileKernels* raster_cpu_select_isa();
 
 // Renders image [H, W, 3] and fills state (which must outlive a later backward call).
 void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& state);

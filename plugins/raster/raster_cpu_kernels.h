@@ -1,0 +1,56 @@
+// raster_cpu_kernels.h: per-tile blend kernels of the CPU rasterizer, one variant per instruction set.
+//
+// raster_cpu_{avx512,avx2,generic}.cpp each compile raster_cpu_simd.h with their own -m flags
+// (setup.py); raster_cpu.cpp picks one at run time (raster_cpu_select_isa). Every variant does the
+// same float operations in the same order (no FMA), so all of them render bit-identical images and
+// make bit-identical alpha decisions; forward and backward always use the same variant anyway.
+//
+// No STL here: the ISA translation units include this header, and any inline or template code they
+// share with the rest of the extension could be linked in its AVX-512 copy.
+#pragma once
+
+#include <stdint.h>
+
+namespace gt {
+
+constexpr int kTile = 16;                  // == GT_TILE (checked in raster_cpu.cpp)
+constexpr int kTilePix = kTile * kTile;    // pixels of a tile; tile arrays have row stride kTile
+constexpr int kSplatGrads = 9;             // per-Gaussian 2-D grads: mean2d (2), conic (3), opacity, rgb (3)
+
+// Per-Gaussian data the blending loop reads.
+struct Splat {
+    float mx, my;        // mean2d (pixels)
+    float a, b, c;       // conic
+    float opacity;
+    float rgb[3];        // colour after SH (+0.5, clamp) or the given RGB
+    float smax;          // sigma above which alpha < 1/255 for sure
+    float ext_x, ext_y;  // half extents (pixels) of the region where alpha can reach 1/255
+};
+
+// Backward inputs of one tile: [kTilePix] arrays, row stride kTile. Pixels outside the image have last = 0.
+struct TileBwdIn {
+    alignas(64) float T_fin[kTilePix];     // transmittance after the last contributor
+    alignas(64) float v_bg_dot[kTilePix];  // sum_k background_k * v_image_k
+    alignas(64) float vc[3][kTilePix];     // v_image per channel
+    alignas(64) int32_t last[kTilePix];    // 1 + list index of the last contributor, 0 = none
+};
+
+struct TileKernels {
+    const char* name;  // "avx512", "avx2", "generic"
+    // Front to back over ids [count] (depth order) for the tile at pixel (tx0, ty0) of size tw x th.
+    // Writes T [kTilePix], C [3][kTilePix] (premultiplied colour), last [kTilePix] (0 = no contributor).
+    void (*forward)(const Splat* splats, const int32_t* ids, int32_t count, int tx0, int ty0, int tw, int th,
+                    float* T, float* C, int32_t* last);
+    // Back to front over each pixel's contributors; adds the tile's kSplatGrads grads of Gaussian g to
+    // grads [g * kSplatGrads ...] (grads: [N, kSplatGrads], one buffer per thread).
+    void (*backward)(const Splat* splats, const int32_t* ids, int tx0, int ty0, int tw, int th, const TileBwdIn& in,
+                     float* grads);
+};
+
+// nullptr when this build has no such variant (non-x86 targets, compilers without the flags).
+// Whether the CPU runs it is checked by the caller.
+const TileKernels* tile_kernels_avx512();
+const TileKernels* tile_kernels_avx2();
+const TileKernels* tile_kernels_generic();
+
+}  // namespace gt

@@ -1,0 +1,508 @@
+// raster_cpu_simd.h: the per-tile blend kernels, written once against a small vector API (one
+// lane per pixel; a 16-pixel tile row is kChunks vectors of kLanes) and compiled three times:
+//   raster_cpu_avx512.cpp  GT_SIMD_AVX512   16 lanes (zmm, k-masks), FMA
+//   raster_cpu_avx2.cpp    GT_SIMD_AVX2      8 lanes (ymm), FMA
+//   raster_cpu_generic.cpp GT_SIMD_GENERIC   8 lanes of plain float loops (the compiler vectorises
+//                                            them for the baseline target), no FMA
+// Include from exactly those files, after defining one of the macros. Everything here has internal
+// linkage: the files are compiled with different -m flags, so no inline code may be shared through
+// the linker (check: `nm -C` of raster_cpu_avx512.o defines only gt::tile_kernels_avx512).
+//
+// Arithmetic: sigma as gt_sigma, exp by a Cephes expf polynomial (~1 ulp); the AVX variants fuse
+// multiply-adds, so their images differ from the generic variant by float rounding (~1e-7). Within
+// a variant forward and backward run the same code, so their alpha decisions are identical.
+#pragma once
+
+#include <stdint.h>
+#include <string.h>
+
+#include "gt_raster_math.h"   // constants only: no gt_* function may be called here (see above)
+#include "raster_cpu_kernels.h"
+
+#if (defined(GT_SIMD_AVX512) + defined(GT_SIMD_AVX2) + defined(GT_SIMD_GENERIC)) != 1
+#error "define exactly one of GT_SIMD_AVX512, GT_SIMD_AVX2, GT_SIMD_GENERIC before including raster_cpu_simd.h"
+#endif
+#if defined(GT_SIMD_AVX512) || defined(GT_SIMD_AVX2)
+#include <immintrin.h>
+#endif
+#if defined(GT_SIMD_AVX512) && defined(__GNUC__) && !defined(__clang__)
+// GCC 12 flags _mm512_undefined_ps() inside its own intrinsics with -Wall (a known false positive)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#if defined(__GNUC__)
+#define GT_INLINE inline __attribute__((always_inline))
+#define GT_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define GT_INLINE inline
+#define GT_PREFETCH(p) ((void)0)
+#endif
+
+namespace gt {
+namespace {
+
+///////////////////////////////
+// Vector API: VF (kLanes floats), VM (lane mask)
+///////////////////////////////
+
+#if defined(GT_SIMD_AVX512)
+
+constexpr int kLanes = 16;
+struct VF { __m512 v; };
+struct VM { __mmask16 m; };
+GT_INLINE VF vset(float x) { return {_mm512_set1_ps(x)}; }
+GT_INLINE VF vload(const float* p) { return {_mm512_loadu_ps(p)}; }
+GT_INLINE void vstore(float* p, VF a) { _mm512_storeu_ps(p, a.v); }
+GT_INLINE VF operator+(VF a, VF b) { return {_mm512_add_ps(a.v, b.v)}; }
+GT_INLINE VF operator-(VF a, VF b) { return {_mm512_sub_ps(a.v, b.v)}; }
+GT_INLINE VF operator*(VF a, VF b) { return {_mm512_mul_ps(a.v, b.v)}; }
+GT_INLINE VF operator/(VF a, VF b) { return {_mm512_div_ps(a.v, b.v)}; }
+GT_INLINE VF vmadd(VF a, VF b, VF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }    // a b + c
+GT_INLINE VF vnmadd(VF a, VF b, VF c) { return {_mm512_fnmadd_ps(a.v, b.v, c.v)}; }  // c - a b
+GT_INLINE VF vneg(VF a)
+{
+    return {_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(INT32_MIN)))};
+}
+// a < b ? a : b and a > b ? a : b (SSE semantics: the second operand when unordered)
+GT_INLINE VF vmin(VF a, VF b) { return {_mm512_min_ps(a.v, b.v)}; }
+GT_INLINE VF vmax(VF a, VF b) { return {_mm512_max_ps(a.v, b.v)}; }
+GT_INLINE VF vfloor(VF a) { return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)}; }
+GT_INLINE VM operator<(VF a, VF b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ)}; }
+GT_INLINE VM operator<=(VF a, VF b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ)}; }
+GT_INLINE VM operator>(VF a, VF b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ)}; }
+GT_INLINE VM operator>=(VF a, VF b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ)}; }
+GT_INLINE VF vselect(VM m, VF a, VF b) { return {_mm512_mask_blend_ps(m.m, b.v, a.v)}; }  // m ? a : b
+GT_INLINE VF vadd_if(VF acc, VM m, VF x) { return {_mm512_mask_add_ps(acc.v, m.m, acc.v, x.v)}; }
+GT_INLINE VM vm_and(VM a, VM b) { return {(__mmask16)(a.m & b.m)}; }
+GT_INLINE VM vm_or(VM a, VM b) { return {(__mmask16)(a.m | b.m)}; }
+GT_INLINE VM vm_andnot(VM a, VM b) { return {(__mmask16)(a.m & ~b.m)}; }  // a & ~b
+GT_INLINE bool vm_any(VM a) { return a.m != 0; }
+GT_INLINE bool vm_all(VM a) { return a.m == 0xFFFF; }
+GT_INLINE VM vm_from_bits(uint32_t bits) { return {(__mmask16)bits}; }
+GT_INLINE VM vm_int_gt(const int32_t* p, int32_t i)  // lanes where p[l] > i
+{
+    return {_mm512_cmpgt_epi32_mask(_mm512_loadu_si512(p), _mm512_set1_epi32(i))};
+}
+GT_INLINE void vstore_int_if(int32_t* p, VM m, int32_t v) { _mm512_mask_storeu_epi32(p, m.m, _mm512_set1_epi32(v)); }
+GT_INLINE VF vpow2(VF n)  // 2^n for integer-valued n in [-126, 127]
+{
+    __m512i e = _mm512_add_epi32(_mm512_cvttps_epi32(n.v), _mm512_set1_epi32(127));
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(e, 23))};
+}
+GT_INLINE float vsum(VF a) { return _mm512_reduce_add_ps(a.v); }
+
+#elif defined(GT_SIMD_AVX2)
+
+constexpr int kLanes = 8;
+struct VF { __m256 v; };
+struct VM { __m256 m; };  // all-ones lanes
+GT_INLINE VF vset(float x) { return {_mm256_set1_ps(x)}; }
+GT_INLINE VF vload(const float* p) { return {_mm256_loadu_ps(p)}; }
+GT_INLINE void vstore(float* p, VF a) { _mm256_storeu_ps(p, a.v); }
+GT_INLINE VF operator+(VF a, VF b) { return {_mm256_add_ps(a.v, b.v)}; }
+GT_INLINE VF operator-(VF a, VF b) { return {_mm256_sub_ps(a.v, b.v)}; }
+GT_INLINE VF operator*(VF a, VF b) { return {_mm256_mul_ps(a.v, b.v)}; }
+GT_INLINE VF operator/(VF a, VF b) { return {_mm256_div_ps(a.v, b.v)}; }
+GT_INLINE VF vmadd(VF a, VF b, VF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+GT_INLINE VF vnmadd(VF a, VF b, VF c) { return {_mm256_fnmadd_ps(a.v, b.v, c.v)}; }
+GT_INLINE VF vneg(VF a) { return {_mm256_xor_ps(a.v, _mm256_set1_ps(-0.f))}; }
+GT_INLINE VF vmin(VF a, VF b) { return {_mm256_min_ps(a.v, b.v)}; }
+GT_INLINE VF vmax(VF a, VF b) { return {_mm256_max_ps(a.v, b.v)}; }
+GT_INLINE VF vfloor(VF a) { return {_mm256_floor_ps(a.v)}; }
+GT_INLINE VM operator<(VF a, VF b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
+GT_INLINE VM operator<=(VF a, VF b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
+GT_INLINE VM operator>(VF a, VF b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ)}; }
+GT_INLINE VM operator>=(VF a, VF b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GE_OQ)}; }
+GT_INLINE VF vselect(VM m, VF a, VF b) { return {_mm256_blendv_ps(b.v, a.v, m.m)}; }
+GT_INLINE VF vadd_if(VF acc, VM m, VF x) { return {_mm256_add_ps(acc.v, _mm256_and_ps(x.v, m.m))}; }
+GT_INLINE VM vm_and(VM a, VM b) { return {_mm256_and_ps(a.m, b.m)}; }
+GT_INLINE VM vm_or(VM a, VM b) { return {_mm256_or_ps(a.m, b.m)}; }
+GT_INLINE VM vm_andnot(VM a, VM b) { return {_mm256_andnot_ps(b.m, a.m)}; }
+GT_INLINE bool vm_any(VM a) { return _mm256_movemask_ps(a.m) != 0; }
+GT_INLINE bool vm_all(VM a) { return _mm256_movemask_ps(a.m) == 0xFF; }
+GT_INLINE VM vm_from_bits(uint32_t bits)
+{
+    const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i b = _mm256_set1_epi32((int)(bits & 0xFF));
+    return {_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(b, lane), lane))};
+}
+GT_INLINE VM vm_int_gt(const int32_t* p, int32_t i)
+{
+    return {_mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i*)p), _mm256_set1_epi32(i)))};
+}
+GT_INLINE void vstore_int_if(int32_t* p, VM m, int32_t v)  // load + blend + store: vpmaskmovd is slow on AMD
+{
+    float* f = (float*)p;
+    _mm256_storeu_ps(f, _mm256_blendv_ps(_mm256_loadu_ps(f), _mm256_castsi256_ps(_mm256_set1_epi32(v)), m.m));
+}
+GT_INLINE VF vpow2(VF n)
+{
+    const __m256i e = _mm256_add_epi32(_mm256_cvttps_epi32(n.v), _mm256_set1_epi32(127));
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(e, 23))};
+}
+GT_INLINE float vsum(VF a)
+{
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+#else  // GT_SIMD_GENERIC
+
+constexpr int kLanes = 8;
+struct VF { float v[kLanes]; };
+struct VM { int32_t v[kLanes]; };  // 0 or -1
+#define GT_LANES for (int l = 0; l < kLanes; ++l)
+GT_INLINE VF vset(float x) { VF r; GT_LANES r.v[l] = x; return r; }
+GT_INLINE VF vload(const float* p) { VF r; memcpy(r.v, p, sizeof(r.v)); return r; }
+GT_INLINE void vstore(float* p, VF a) { memcpy(p, a.v, sizeof(a.v)); }
+#define GT_GEN_BIN(op, expr) \
+    GT_INLINE VF op(VF a, VF b) { VF r; GT_LANES r.v[l] = expr; return r; }
+GT_GEN_BIN(operator+, a.v[l] + b.v[l])
+GT_GEN_BIN(operator-, a.v[l] - b.v[l])
+GT_GEN_BIN(operator*, a.v[l] * b.v[l])
+GT_GEN_BIN(operator/, a.v[l] / b.v[l])
+GT_GEN_BIN(vmin, a.v[l] < b.v[l] ? a.v[l] : b.v[l])
+GT_GEN_BIN(vmax, a.v[l] > b.v[l] ? a.v[l] : b.v[l])
+#undef GT_GEN_BIN
+GT_INLINE VF vmadd(VF a, VF b, VF c) { return a * b + c; }   // two roundings (no FMA here)
+GT_INLINE VF vnmadd(VF a, VF b, VF c) { return c - a * b; }
+GT_INLINE VF vneg(VF a) { VF r; GT_LANES r.v[l] = -a.v[l]; return r; }
+// floor for |x| < 2^31: truncate, then step down where that rounded up
+GT_INLINE VF vfloor(VF a)
+{
+    VF r;
+    GT_LANES {
+        const float t = (float)(int32_t)a.v[l];
+        r.v[l] = t > a.v[l] ? t - 1.f : t;
+    }
+    return r;
+}
+#define GT_GEN_CMP(op, cmp) \
+    GT_INLINE VM op(VF a, VF b) { VM r; GT_LANES r.v[l] = (a.v[l] cmp b.v[l]) ? -1 : 0; return r; }
+GT_GEN_CMP(operator<, <)
+GT_GEN_CMP(operator<=, <=)
+GT_GEN_CMP(operator>, >)
+GT_GEN_CMP(operator>=, >=)
+#undef GT_GEN_CMP
+GT_INLINE VF vselect(VM m, VF a, VF b) { VF r; GT_LANES r.v[l] = m.v[l] ? a.v[l] : b.v[l]; return r; }
+GT_INLINE VF vadd_if(VF acc, VM m, VF x) { VF r; GT_LANES r.v[l] = acc.v[l] + (m.v[l] ? x.v[l] : 0.f); return r; }
+GT_INLINE VM vm_and(VM a, VM b) { VM r; GT_LANES r.v[l] = a.v[l] & b.v[l]; return r; }
+GT_INLINE VM vm_or(VM a, VM b) { VM r; GT_LANES r.v[l] = a.v[l] | b.v[l]; return r; }
+GT_INLINE VM vm_andnot(VM a, VM b) { VM r; GT_LANES r.v[l] = a.v[l] & ~b.v[l]; return r; }
+GT_INLINE bool vm_any(VM a) { int32_t o = 0; GT_LANES o |= a.v[l]; return o != 0; }
+GT_INLINE bool vm_all(VM a) { int32_t o = -1; GT_LANES o &= a.v[l]; return o != 0; }
+GT_INLINE VM vm_from_bits(uint32_t bits) { VM r; GT_LANES r.v[l] = ((bits >> l) & 1u) ? -1 : 0; return r; }
+GT_INLINE VM vm_int_gt(const int32_t* p, int32_t i) { VM r; GT_LANES r.v[l] = p[l] > i ? -1 : 0; return r; }
+GT_INLINE void vstore_int_if(int32_t* p, VM m, int32_t v) { GT_LANES p[l] = m.v[l] ? v : p[l]; }
+GT_INLINE VF vpow2(VF n)
+{
+    VF r;
+    GT_LANES {
+        const int32_t bits = ((int32_t)n.v[l] + 127) << 23;
+        memcpy(&r.v[l], &bits, 4);
+    }
+    return r;
+}
+GT_INLINE float vsum(VF a) { float s = 0.f; GT_LANES s += a.v[l]; return s; }
+#undef GT_LANES
+
+#endif
+
+constexpr int kChunks = kTile / kLanes;  // vectors per tile row
+static_assert(kTile == GT_TILE && kChunks * kLanes == kTile, "tile rows must split into whole vectors");
+
+///////////////////////////////
+// Shared math
+///////////////////////////////
+
+// exp(x) for x <= 0: Cephes' expf polynomial (~1 ulp). x is clamped to [-87, 0] first (NaN -> -87),
+// so every lane, masked off or not, gets a finite result (the backward multiplies masked lanes by 0)
+// and the generic variant's int conversions stay defined.
+GT_INLINE VF exp_neg(VF x)
+{
+    x = vmax(x, vset(-87.f));
+    x = vmin(x, vset(0.f));
+    const VF nf = vfloor(vmadd(x, vset(1.44269504088896341f), vset(0.5f)));
+    x = vnmadd(nf, vset(0.693359375f), x);
+    x = vnmadd(nf, vset(-2.12194440e-4f), x);
+    const VF z = x * x;
+    VF y = vset(1.9875691500e-4f);
+    y = vmadd(y, x, vset(1.3981999507e-3f));
+    y = vmadd(y, x, vset(8.3334519073e-3f));
+    y = vmadd(y, x, vset(4.1665795894e-2f));
+    y = vmadd(y, x, vset(1.6666665459e-1f));
+    y = vmadd(y, x, vset(5.0000001201e-1f));
+    y = vmadd(y, z, x);
+    y = y + vset(1.f);
+    return y * vpow2(nf);
+}
+
+// Pixels [lo, hi] (tile-relative, clamped to [0, n - 1]) of one axis whose centres may lie within
+// m +- ext of a splat (its alpha-threshold box), with a 1 px margin; t0 is the tile's first pixel.
+GT_INLINE void axis_range(float m, float ext, int t0, int n, int& lo, int& hi)
+{
+    float a = ceilf(m - 0.5f - ext) - 1.f - (float)t0, b = floorf(m - 0.5f + ext) + 1.f - (float)t0;
+    // clamped before the int cast (ext may be huge); NaN -> the whole tile
+    a = a > 0.f ? a : 0.f;
+    a = a < (float)n ? a : (float)n;
+    b = b < (float)(n - 1) ? b : (float)(n - 1);
+    b = b > -1.f ? b : -1.f;
+    lo = (int)a;
+    hi = (int)b;
+}
+
+// x + 0.5 of the kLanes pixel centres starting at pixel x0.
+GT_INLINE VF pixel_centres(int x0)
+{
+    float c[kLanes];
+    for (int l = 0; l < kLanes; ++l) c[l] = (float)(x0 + l) + 0.5f;
+    return vload(c);
+}
+
+// Lanes of chunk c that lie right of a tile of width tw (treated as finished from the start).
+GT_INLINE uint32_t outside_bits(int c, int tw)
+{
+    uint32_t bits = 0;
+    for (int l = 0; l < kLanes; ++l)
+        if (c * kLanes + l >= tw) bits |= 1u << l;
+    return bits;
+}
+
+GT_INLINE void prefetch_splat(const Splat* s)
+{
+    GT_PREFETCH((const char*)s);
+    GT_PREFETCH((const char*)s + sizeof(Splat) - 1);
+}
+
+constexpr int kPrefetch = 8;  // list entries ahead
+
+GT_INLINE int ctz32(uint32_t x)  // index of the lowest set bit, x != 0
+{
+#if defined(__GNUC__)
+    return __builtin_ctz(x);
+#else
+    int n = 0;
+    while (!(x & 1u)) { x >>= 1; ++n; }
+    return n;
+#endif
+}
+
+///////////////////////////////
+// Forward: front to back, Gaussian-major over the tile's row chunks, per-lane early stop
+///////////////////////////////
+
+void forward_tile(const Splat* splats, const int32_t* ids, int32_t count, int tx0, int ty0, int tw, int th, float* T,
+                  float* C, int32_t* last)
+{
+    const VF one = vset(1.f), zero = vset(0.f);
+    const uint32_t all = (1u << kLanes) - 1u;
+    VM done[kTile][kChunks];
+    for (int r = 0; r < kTile; ++r)
+        for (int c = 0; c < kChunks; ++c) {
+            const int p = r * kTile + c * kLanes;
+            vstore(T + p, one);
+            vstore(C + p, zero);
+            vstore(C + kTilePix + p, zero);
+            vstore(C + 2 * kTilePix + p, zero);
+            done[r][c] = vm_from_bits(r < th ? outside_bits(c, tw) : all);
+        }
+    memset(last, 0, sizeof(int32_t) * kTilePix);
+    auto row_done = [&](int r) {
+        for (int c = 0; c < kChunks; ++c)
+            if (!vm_all(done[r][c])) return false;
+        return true;
+    };
+    int row_lo = 0, row_hi = th - 1;  // rows with a pixel still open
+    VF px[kChunks];
+    for (int c = 0; c < kChunks; ++c) px[c] = pixel_centres(tx0 + c * kLanes);
+    const VF half = vset(0.5f), max_alpha = vset(GT_MAX_ALPHA), thresh = vset(GT_ALPHA_THRESHOLD);
+    const VF t_thresh = vset(GT_T_THRESHOLD);
+    for (int32_t i = 0; i < count && row_lo <= row_hi; ++i) {
+        if (i + kPrefetch < count) prefetch_splat(splats + ids[i + kPrefetch]);
+        const Splat& s = splats[ids[i]];
+        int ylo, yhi, c0 = 0, c1 = kChunks - 1;
+        axis_range(s.my, s.ext_y, ty0, th, ylo, yhi);
+        ylo = ylo > row_lo ? ylo : row_lo;
+        yhi = yhi < row_hi ? yhi : row_hi;
+        if (ylo > yhi) continue;
+        if (kChunks > 1) {  // only the row chunks the splat's x extent reaches
+            int xlo, xhi;
+            axis_range(s.mx, s.ext_x, tx0, tw, xlo, xhi);
+            if (xlo > xhi) continue;
+            c0 = xlo / kLanes;
+            c1 = xhi / kLanes;
+        }
+        // sigma = 0.5 (a dx dx + c dy dy) + b dx dy, grouped as gt_sigma (b dx dy fused on FMA targets)
+        VF adx2[kChunks], bdx[kChunks];
+        for (int c = c0; c <= c1; ++c) {
+            const VF dx = vset(s.mx) - px[c];
+            adx2[c] = vset(s.a) * dx * dx;
+            bdx[c] = vset(s.b) * dx;
+        }
+        const VF smax = vset(s.smax), op = vset(s.opacity);
+        // pass 1: sigma of every row chunk in range, and which chunks have a lane that may pass
+        // (a bit set instead of a branch per chunk: that branch would mispredict often)
+        VF sig[kTile * kChunks];
+        VM msk[kTile * kChunks];
+        uint32_t active = 0;
+        for (int r = ylo; r <= yhi; ++r) {
+            const float dy = s.my - ((float)(ty0 + r) + 0.5f);
+            const VF cdy2 = vset(s.c * dy * dy), vdy = vset(dy);
+            for (int c = c0; c <= c1; ++c) {
+                const int k = r * kChunks + c;
+                sig[k] = vmadd(bdx[c], vdy, half * (adx2[c] + cdy2));
+                msk[k] = vm_andnot(vm_and(sig[k] >= zero, sig[k] <= smax), done[r][c]);  // smax: alpha surely < 1/255
+                active |= (uint32_t)vm_any(msk[k]) << k;
+            }
+        }
+        // pass 2: blend the active chunks
+        const VF rgb0 = vset(s.rgb[0]), rgb1 = vset(s.rgb[1]), rgb2 = vset(s.rgb[2]);
+        while (active != 0) {
+            const int k = ctz32(active);
+            active &= active - 1;
+            const int r = k / kChunks, c = k % kChunks;
+            const VF alpha = vmin(op * exp_neg(vneg(sig[k])), max_alpha);
+            VM m = vm_and(msk[k], alpha >= thresh);
+            const int p = r * kTile + c * kLanes;
+            const VF t = vload(T + p), next_t = t * (one - alpha);
+            const VM sat = vm_and(m, next_t <= t_thresh);  // saturated: exclusive of this Gaussian
+            if (vm_any(sat)) {
+                done[r][c] = vm_or(done[r][c], sat);
+                m = vm_andnot(m, sat);
+                while (row_lo <= row_hi && row_done(row_lo)) ++row_lo;
+                while (row_lo <= row_hi && row_done(row_hi)) --row_hi;
+            }
+            const VF vis = vselect(m, alpha * t, zero);
+            vstore(C + p, vmadd(rgb0, vis, vload(C + p)));
+            vstore(C + kTilePix + p, vmadd(rgb1, vis, vload(C + kTilePix + p)));
+            vstore(C + 2 * kTilePix + p, vmadd(rgb2, vis, vload(C + 2 * kTilePix + p)));
+            vstore(T + p, vselect(m, next_t, t));
+            vstore_int_if(last + p, m, i + 1);
+        }
+    }
+}
+
+///////////////////////////////
+// Backward: back to front, Gaussian-major over the tile's row chunks, lane sums per Gaussian
+///////////////////////////////
+
+void backward_tile(const Splat* splats, const int32_t* ids, int tx0, int ty0, int tw, int th, const TileBwdIn& in,
+                   float* grads)
+{
+    alignas(64) float T[kTilePix], acc[3][kTilePix];
+    int32_t row_last[kTile];  // max of last over a row
+    int32_t max_last = 0;
+    for (int r = 0; r < kTile; ++r) {
+        int32_t m = 0;
+        for (int l = 0; l < kTile; ++l) m = in.last[r * kTile + l] > m ? in.last[r * kTile + l] : m;
+        row_last[r] = r < th ? m : 0;
+        max_last = row_last[r] > max_last ? row_last[r] : max_last;
+    }
+    memcpy(T, in.T_fin, sizeof(T));
+    memset(acc, 0, sizeof(acc));
+    VF px[kChunks];
+    for (int c = 0; c < kChunks; ++c) px[c] = pixel_centres(tx0 + c * kLanes);
+    const VF one = vset(1.f), zero = vset(0.f), half = vset(0.5f);
+    const VF max_alpha = vset(GT_MAX_ALPHA), thresh = vset(GT_ALPHA_THRESHOLD), min_oma = vset(GT_MIN_ONE_MINUS_ALPHA);
+    for (int32_t i = max_last - 1; i >= 0; --i) {
+        if (i >= kPrefetch) prefetch_splat(splats + ids[i - kPrefetch]);
+        const int32_t g = ids[i];
+        const Splat& s = splats[g];
+        int ylo, yhi, c0 = 0, c1 = kChunks - 1;
+        axis_range(s.my, s.ext_y, ty0, th, ylo, yhi);
+        if (kChunks > 1) {
+            int xlo, xhi;
+            axis_range(s.mx, s.ext_x, tx0, tw, xlo, xhi);
+            if (xlo > xhi) continue;
+            c0 = xlo / kLanes;
+            c1 = xhi / kLanes;
+        }
+        VF dxs[kChunks], adx[kChunks], adx2[kChunks], bdx[kChunks];
+        for (int c = c0; c <= c1; ++c) {
+            dxs[c] = vset(s.mx) - px[c];
+            adx[c] = vset(s.a) * dxs[c];
+            adx2[c] = adx[c] * dxs[c];
+            bdx[c] = vset(s.b) * dxs[c];
+        }
+        const VF smax = vset(s.smax), op = vset(s.opacity), nop = vset(-s.opacity);
+        const VF rgb0 = vset(s.rgb[0]), rgb1 = vset(s.rgb[1]), rgb2 = vset(s.rgb[2]);
+        // pass 1: sigma of every row chunk in range with a lane in front of its pixel's last
+        // contributor, and which chunks have a lane that may pass (bits, not branches)
+        VF sig[kTile * kChunks];
+        VM msk[kTile * kChunks];
+        uint32_t active = 0;
+        for (int r = ylo; r <= yhi; ++r) {
+            if (i >= row_last[r]) continue;  // behind every contributor of this row
+            const float dy = s.my - ((float)(ty0 + r) + 0.5f);
+            const VF cdy2 = vset(s.c * dy * dy), vdy = vset(dy);
+            for (int c = c0; c <= c1; ++c) {
+                const int k = r * kChunks + c;
+                sig[k] = vmadd(bdx[c], vdy, half * (adx2[c] + cdy2));  // as the forward
+                msk[k] = vm_and(vm_and(sig[k] >= zero, sig[k] <= smax), vm_int_gt(in.last + r * kTile + c * kLanes, i));
+                active |= (uint32_t)vm_any(msk[k]) << k;
+            }
+        }
+        if (active == 0) continue;
+        // pass 2: gradients of the active chunks
+        VF v_m0 = zero, v_m1 = zero, v_c0 = zero, v_c1 = zero, v_c2 = zero, v_op = zero;
+        VF v_r0 = zero, v_r1 = zero, v_r2 = zero;
+        bool touched = false;
+        while (active != 0) {
+            const int k = ctz32(active);
+            active &= active - 1;
+            const int r = k / kChunks, c = k % kChunks;
+            const float dy = s.my - ((float)(ty0 + r) + 0.5f);
+            const VF vdy = vset(dy), bdy = vset(s.b * dy), cdy = vset(s.c * dy);
+            const int p = r * kTile + c * kLanes;
+            const VF vis = exp_neg(vneg(sig[k]));  // same exp and alpha as the forward
+            const VF raw_alpha = op * vis;
+            const VF alpha = vmin(raw_alpha, max_alpha);
+            const VM m = vm_and(msk[k], alpha >= thresh);
+            touched = touched || vm_any(m);
+            // T before this Gaussian, from T after it
+            const VF ra = one / vmax(min_oma, one - alpha);
+            const VF t0 = vload(T + p);
+            const VF t = vselect(m, t0 * ra, t0);
+            vstore(T + p, t);
+            const VF fac = alpha * t;
+            const VF fac_m = vselect(m, fac, zero);
+            const VF vc0 = vload(in.vc[0] + p), vc1 = vload(in.vc[1] + p), vc2 = vload(in.vc[2] + p);
+            const VF a0 = vload(acc[0] + p), a1 = vload(acc[1] + p), a2 = vload(acc[2] + p);
+            v_r0 = vmadd(fac_m, vc0, v_r0);
+            v_r1 = vmadd(fac_m, vc1, v_r1);
+            v_r2 = vmadd(fac_m, vc2, v_r2);
+            VF v_alpha = vnmadd(a0, ra, rgb0 * t) * vc0;
+            v_alpha = vmadd(vnmadd(a1, ra, rgb1 * t), vc1, v_alpha);
+            v_alpha = vmadd(vnmadd(a2, ra, rgb2 * t), vc2, v_alpha);
+            // through the background's weight T_final
+            v_alpha = vmadd(vneg(vload(in.T_fin + p)) * ra, vload(in.v_bg_dot + p), v_alpha);
+            // gt_alpha_vjp: no gradient where alpha was clamped at 0.99
+            const VM mg = vm_and(m, raw_alpha <= max_alpha);
+            const VF v_alpha_m = vselect(mg, v_alpha, zero);
+            const VF v_sigma = nop * vis * v_alpha_m;
+            const VF hvs = half * v_sigma;
+            const VF dx = dxs[c];
+            v_c0 = vmadd(hvs * dx, dx, v_c0);
+            v_c1 = vmadd(v_sigma * dx, vdy, v_c1);
+            v_c2 = vmadd(hvs * vdy, vdy, v_c2);
+            v_m0 = vmadd(v_sigma, adx[c] + bdy, v_m0);
+            v_m1 = vmadd(v_sigma, bdx[c] + cdy, v_m1);
+            v_op = vmadd(vis, v_alpha_m, v_op);
+            vstore(acc[0] + p, vmadd(rgb0, fac_m, a0));
+            vstore(acc[1] + p, vmadd(rgb1, fac_m, a1));
+            vstore(acc[2] + p, vmadd(rgb2, fac_m, a2));
+        }
+        if (touched) {
+            float* o = grads + (int64_t)g * kSplatGrads;
+            o[0] += vsum(v_m0); o[1] += vsum(v_m1);
+            o[2] += vsum(v_c0); o[3] += vsum(v_c1); o[4] += vsum(v_c2);
+            o[5] += vsum(v_op);
+            o[6] += vsum(v_r0); o[7] += vsum(v_r1); o[8] += vsum(v_r2);
+        }
+    }
+}
+
+}  // namespace
+}  // namespace gt
