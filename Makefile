@@ -20,16 +20,24 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard plugins/raster/*)
 
 venv: $(VENV)/.installed
 
+# The whole chain on the bundled default: a synthetic identity driven by the bundled
+# training speech -> train (test-tiny preset) -> export (FP16 + INT8 checks) -> play a
+# different speech -> out/demo.mp4 with sound, a contact sheet, and the FPS figures.
+DEMO_SPEECH := gt_runtime/assets/speech/cross_8s.flac
 demo: $(VENV)/.installed
+	rm -rf $(OUT)/sample $(OUT)/run $(OUT)/demo.gtb
 	$(VENV)/bin/gt sample synthetic -o $(OUT)/sample --seconds 20 --size 256 --seed 0
-	$(VENV)/bin/gt sample preview $(OUT)/sample -o $(OUT)/demo.mp4 --sheet $(OUT)/demo_sheet.png
-	@echo "demo written: $(OUT)/demo.mp4 and $(OUT)/demo_sheet.png"
+	$(VENV)/bin/gt train $(OUT)/sample -o $(OUT)/run --preset test-tiny
+	$(VENV)/bin/gt export $(OUT)/run --fp16 --int8 -o $(OUT)/demo.gtb
+	$(VENV)/bin/gt play $(DEMO_SPEECH) --bundle $(OUT)/demo.gtb -o $(OUT)/demo.mp4 --sheet $(OUT)/demo_sheet.png --fps
+	@echo "demo written: $(OUT)/demo.mp4 and $(OUT)/demo_sheet.png (training curves and validation images: $(OUT)/run/)"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
-	$(PY) tools/bench/raster.py --out tools/bench/RESULTS.md
+	$(PY) tools/bench/raster.py --cpu-budget 180 --out tools/bench/RESULTS.md
+	$(PY) tools/bench/suite.py --out tools/bench/RESULTS.md
 
 # C host API (plugins/host): libgt_host.so embeds the Python that runs gt_runtime
 # (the venv's base interpreter when .venv exists, else $(PYTHON)); see plugins/host/README.md.

@@ -81,11 +81,12 @@ def play_cmd(
     raster: str = typer.Option("auto", help="auto | cuda | cpu | reference."),
     fps: bool = typer.Option(False, "--fps", help="Report model FPS (engine + raster) and delivered FPS (everything)."),
     batch: int = typer.Option(1, help="Frames per batch (GPU throughput; adds batch-1 frames of latency)."),
+    sheet: Optional[Path] = typer.Option(None, help="Also write a contact sheet PNG of 8 evenly spaced frames."),
 ):
     """Play a speech with a bundle: audio -> talking-head frames at 25 fps, muxed with the speech."""
     from gt_runtime.play import PlayConfig, play
 
-    res = play(PlayConfig(speech=speech, bundle=bundle, out=out, engine=engine, raster=raster, fps=fps, batch=batch))
+    res = play(PlayConfig(speech=speech, bundle=bundle, out=out, engine=engine, raster=raster, fps=fps, batch=batch, sheet=sheet))
     typer.echo(f"wrote {res.out}: {res.frames} frames ({res.video_s:.2f} s video, {res.audio_s:.2f} s audio)",
                err=(out == "-"))
 
@@ -107,6 +108,77 @@ def export_cmd(
     path = export(ExportConfig(run=run, out=out, fp16=fp16, int8=int8, dataset=dataset, checkpoint=checkpoint,
                                trt=trt, overwrite=overwrite))
     typer.echo(f"wrote {path}")
+
+
+@app.command("preprocess", epilog="Examples: gt preprocess talk.mp4 -o data/may | gt preprocess talk.mov -o data/may --size 256 --detector dlib")
+def preprocess_cmd(
+    video: Path = typer.Argument(..., help="Video of one person talking to a fixed camera (any container; a few minutes)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Dataset directory to create (must not exist or be empty)."),
+    size: int = typer.Option(512, help="Square working resolution in pixels."),
+    fps: int = typer.Option(25, help="Output frame rate (the dataset format needs 25)."),
+    detector: str = typer.Option("auto", help="Landmark detector: auto | dlib | mediapipe."),
+    preview: bool = typer.Option(True, "--preview/--no-preview", help="Write preview.mp4 (landmarks and head axes)."),
+):
+    """Turn a talking-head video into an identity dataset: frames, audio features, poses, blink, background, torso."""
+    from gt_train.preprocess import PreprocessConfig, preprocess
+
+    path = preprocess(PreprocessConfig(video=video, out_dir=out, size=size, fps=fps, detector=detector, preview=preview))
+    typer.echo(f"wrote {path}")
+
+
+@app.command("profile", epilog="Examples: gt profile --bundle may.gtb | gt profile --bundle may.gtb --batch 1,8,32 --frames 100 --json prof.json --png prof.png")
+def profile_cmd(
+    bundle: Path = typer.Option(..., "--bundle", "-b", help="Bundle directory (*.gtb) written by gt export."),
+    engine: str = typer.Option("auto", help="auto | tensorrt | onnxruntime-cuda | array-cupy | onnxruntime[-int8|-fp32|-fp16] | array."),
+    raster: str = typer.Option("auto", help="auto | cuda | cpu | reference."),
+    batch: str = typer.Option("1,8", help="Batch sizes, comma separated: 1 = latency, larger = throughput."),
+    frames: int = typer.Option(50, help="Timed frames per batch size (after the warm-up)."),
+    warmup: int = typer.Option(3, help="Warm-up iterations excluded from the statistics."),
+    speech: Optional[Path] = typer.Option(None, help="Speech to drive the profile (default: a bundled clip)."),
+    encode: str = typer.Option("mp4", help="mp4 (H.264, the encode stage) or none."),
+    threads: Optional[int] = typer.Option(None, help="Engine CPU threads (default: all usable cores)."),
+    overlapped: bool = typer.Option(True, "--overlapped/--no-overlapped", help="Also measure FPS with deform/raster overlap (CPU)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (schema: gt_runtime.profile)."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Write a stacked-bar PNG of the stage times."),
+):
+    """Per-stage latency (audio front end, audio encoder, deform, raster, composite, encode): p50/p90/p99 and FPS."""
+    from gt_runtime.profile import ProfileConfig, profile
+
+    profile(ProfileConfig(bundle=bundle, engine=engine, raster=raster, batch=batch, frames=frames, warmup=warmup,
+                          speech=speech, encode=encode, threads=threads, overlapped=overlapped, json=json_out, png=png))
+
+
+@app.command("eval", epilog="Examples: gt eval runs/may data/may --json eval.json | gt eval may.gtb data/may --cross speech.wav | gt eval runs/may data/may --lpips-weights alex.pth")
+def eval_cmd(
+    model: Path = typer.Argument(..., help="A run directory of gt train, or a bundle (*.gtb) of gt export."),
+    data: Path = typer.Argument(..., help="Identity dataset directory (its val split is evaluated)."),
+    cross: Optional[Path] = typer.Option(None, "--cross", help="Foreign speech: also evaluate cross-driven lip sync (sync proxy only)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
+    lpips_weights: Optional[Path] = typer.Option(None, help="Local LPIPS(alex) state dict; LPIPS is skipped without it."),
+    lmd: bool = typer.Option(True, "--lmd/--no-lmd", help="Mouth landmark distance (needs the preprocess landmark detector)."),
+    max_offset: int = typer.Option(5, help="Largest A/V offset (frames) searched by the lip-sync proxy."),
+    engine: str = typer.Option("auto", help="Bundle engine (see gt play)."),
+):
+    """Evaluate on the val split: PSNR, SSIM, LPIPS, LMD, lip-sync proxy (and cross-driven sync)."""
+    from gt_train.eval import EvalConfig, evaluate
+
+    evaluate(EvalConfig(model=model, data=data, cross=cross, json=json_out, lpips_weights=lpips_weights, lmd=lmd,
+                        max_offset=max_offset, engine=engine))
+
+
+@app.command("viz", epilog="Example: gt viz runs/may -o out/viz   (attention maps, triplane PCA, GT | render mp4)")
+def viz_cmd(
+    run: Path = typer.Argument(..., help="Run directory of gt train."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Identity dataset (default: the one in RUN/config.json)."),
+    frame: Optional[int] = typer.Option(None, help="Frame of the attention maps (default: the loudest val frame)."),
+    video: bool = typer.Option(True, "--video/--no-video", help="Write the side-by-side GT | render mp4 of the val frames."),
+):
+    """Attention maps (audio / eye / view / null), triplane PCA images and a GT | render video of the val frames."""
+    from gt_train.viz import VizConfig, visualize
+
+    res = visualize(VizConfig(run=run, out=out, data=data, frame=frame, video=video))
+    typer.echo(f"wrote {len(res['files'])} files in {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

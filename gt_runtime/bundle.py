@@ -122,7 +122,8 @@ def _safe_relpath(root: Path, rel: str, where: str) -> Path:
         resolved = path.resolve()
     except OSError as exc:  # pragma: no cover - symlink loops
         raise InputError(f"{where}: cannot resolve {rel!r} ({exc}) | {_REEXPORT}") from None
-    if resolved != root and root not in resolved.parents:
+    real_root = root.resolve()  # root may be relative (gt export -o out/x.gtb)
+    if resolved != real_root and real_root not in resolved.parents:
         raise InputError(f"{where}: {rel!r} points outside the bundle (symlink) | {_REEXPORT}; bundles hold their own files")
     return path
 

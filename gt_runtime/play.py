@@ -35,6 +35,7 @@ class PlayConfig:
     overlap: bool | None = None   # deform of batch k+1 during raster of batch k (default: on with the CPU raster)
     quiet: bool = False           # no progress bar
     stats_json: Path | None = None  # write per-stage timings here
+    sheet: Path | None = None     # also write a contact sheet PNG of 8 evenly spaced frames
 
 
 @dataclass
@@ -70,6 +71,19 @@ def _sink_kind(out: str) -> str:
     return "png"
 
 
+def _tap_frames(frames, n_frames: int, count: int = 8):
+    """Pass frames through, keeping copies of `count` evenly spaced ones -> (iterator, list it fills)."""
+    picks = set(np.linspace(0, max(n_frames - 1, 0), count).round().astype(int).tolist())
+    kept: list[np.ndarray] = []
+
+    def tap():
+        for i, fr in enumerate(frames):
+            if i in picks:
+                kept.append(fr.copy())
+            yield fr
+    return tap(), kept
+
+
 def play(cfg: PlayConfig) -> PlayResult:
     """Render the speech with the bundle into cfg.out -> PlayResult (one-line InputError on bad input)."""
     from gt_runtime.audio import SAMPLE_RATE, load_audio, num_video_frames
@@ -93,6 +107,8 @@ def play(cfg: PlayConfig) -> PlayResult:
         from gt_runtime.progress import progress
 
         frames = progress(frames, "gt play", total=n_frames, unit="frames")
+    if cfg.sheet:
+        frames, sheet_frames = _tap_frames(frames, n_frames)
     w, h = player.width, player.height
     count = 0
     encode = 0.0
@@ -135,6 +151,13 @@ def play(cfg: PlayConfig) -> PlayResult:
                         engine=info["engine"], raster=info["raster"], device=info["device"],
                         model_fps=summary["model_fps"], delivered_fps=summary["delivered_fps"],
                         wall_s=tm.wall, setup_s=t_run - t_start - t_load, stages=summary["stages"])
+    if cfg.sheet:
+        from PIL import Image
+
+        from gt_runtime.video import contact_sheet
+
+        Path(cfg.sheet).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(contact_sheet(sheet_frames)).save(cfg.sheet)
     if cfg.fps:
         print(result.fps_report(), file=log)
     if cfg.stats_json:

@@ -124,6 +124,17 @@ class Mp4Writer:
             self.abort()
 
 
+def contact_sheet(images: list[np.ndarray], cols: int = 4) -> np.ndarray:
+    """images: list of [H, W, 3] uint8 of one size -> [rows*H, cols*W, 3] uint8 grid."""
+    h, w = images[0].shape[:2]
+    rows = -(-len(images) // cols)
+    sheet = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = im
+    return sheet
+
+
 def probe_durations(path: str | Path) -> dict:
     """mp4 -> {"video_s", "audio_s", "frames", "video_codec", "audio_codec"} read from the streams."""
     import av

@@ -88,6 +88,18 @@ class IdentityDataset:
         return np.linalg.inv(self.c2w[t]).astype(np.float32)
 
 
+def working_camera(intr: Intrinsics, resolution: int | None) -> tuple[int, int, dict]:
+    """Dataset intrinsics -> (W, H, {fx, fy, cx, cy}) with the longer side scaled to `resolution` (None: as is)."""
+    W0, H0 = intr.width, intr.height
+    if resolution is None or (resolution == W0 and resolution == H0):
+        W, H = W0, H0
+    else:
+        s = resolution / max(W0, H0)
+        W, H = max(16, round(W0 * s)), max(16, round(H0 * s))
+    sx, sy = W / W0, H / H0
+    return W, H, {"fx": intr.fx * sx, "fy": intr.fy * sy, "cx": intr.cx * sx, "cy": intr.cy * sy}
+
+
 def _fail(path: Path, what: str, fix: str = "re-run `gt preprocess` (or `gt sample synthetic`) to rebuild the dataset") -> InputError:
     return InputError(f"{path}: {what} | {fix}")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from gt_runtime.progress import progress
+from gt_runtime.video import contact_sheet
 from gt_train.data.format import load_identity
 
 
@@ -26,17 +27,6 @@ def _draw_landmarks(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
     for x, y in np.round(pts).astype(int):
         img[max(0, y - 1):min(h, y + 2), max(0, x - 1):min(w, x + 2)] = (0, 255, 0)
     return img
-
-
-def contact_sheet(images: list[np.ndarray], cols: int = 4) -> np.ndarray:
-    """images: list of [H, W, 3] uint8 of one size -> [rows*H, cols*W, 3] uint8 grid."""
-    h, w = images[0].shape[:2]
-    rows = -(-len(images) // cols)
-    sheet = np.zeros((rows * h, cols * w, 3), np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = im
-    return sheet
 
 
 def write_preview(cfg: PreviewConfig) -> tuple[Path, Path]:

@@ -186,3 +186,13 @@ def test_engine_truncated_plan(tmp_path):
     plan.with_suffix(".json").unlink()
     with pytest.raises(InputError, match="metadata"):
         check_plan(plan, KEY)
+
+
+def test_relative_bundle_path_round_trip(tmp_path, monkeypatch):
+    """A bundle written and opened through a relative path (as `gt export -o out/x.gtb` does)."""
+    from gt_runtime.bundle import Bundle
+    from gt_runtime.testing import make_random_bundle
+
+    monkeypatch.chdir(tmp_path)
+    make_random_bundle("rel/x.gtb", n_gaussians=20, sh_degree=0, num_layers=1, width=16, height=16, n_track_frames=2)
+    assert Bundle.open("rel/x.gtb").num_gaussians == 20

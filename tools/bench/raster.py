@@ -169,16 +169,12 @@ def bench_reference(scene, reps, budget: Budget, max_gaussians: int, max_size: i
 
 
 def _torch_rasterize():
-    """(callable, name) of the eager torch rasterizer in gt_train.raster._torch_impl, or (None, why)."""
+    """(callable, name) of the eager torch rasterizer gt_train.raster._torch_impl.rasterize_torch_impl, or (None, why)."""
     try:
-        from gt_train.raster import _torch_impl
+        from gt_train.raster._torch_impl import rasterize_torch_impl
     except Exception as exc:
         return None, f"gt_train.raster._torch_impl not importable ({exc.__class__.__name__}: {exc})"
-    for name in ("rasterize", "rasterize_torch", "rasterization", "render"):
-        fn = getattr(_torch_impl, name, None)
-        if callable(fn):
-            return fn, f"_torch_impl.{name}"
-    return None, "gt_train.raster._torch_impl has no rasterize function"
+    return rasterize_torch_impl, "_torch_impl.rasterize_torch_impl"
 
 
 def bench_torch(scene, reps, budget: Budget, device: str) -> Cell:

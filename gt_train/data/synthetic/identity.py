@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gt_runtime.errors import InputError
+from gt_runtime.staging import commit_dir, staging_dir
 from gt_train.data.synthetic import _face, _scene
 from gt_train.data.synthetic._raster import rasterize, sample_bilinear
 
@@ -176,12 +176,9 @@ def make_synthetic_identity(cfg: SyntheticConfig) -> Path:
     feats = mel_features(pcm, SAMPLE_RATE, num_frames=T)
 
     ren = Renderer(size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = staging_dir(out)
     try:
-        (tmp / "frames").mkdir(parents=True)
+        (tmp / "frames").mkdir()
         (tmp / "torso").mkdir()
         lms = np.zeros((T, 68, 2), np.float32)
         frames_meta = []
@@ -223,9 +220,7 @@ def make_synthetic_identity(cfg: SyntheticConfig) -> Path:
             "head_rotation": Rs.astype(np.float32), "head_translation": ts.astype(np.float32),
             "head_euler_deg": euler.astype(np.float32), "landmarks": lms, "loudness": loud})
         (tmp / "ground_truth.json").write_text(json.dumps(_describe(cfg, T, speech_info, blink_events, cam), indent=1))
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.rename(tmp, out)
+        commit_dir(tmp, out)  # replaces an empty `out` (checked above)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
