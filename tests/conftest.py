@@ -13,3 +13,12 @@ def tiny_identity(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("identity") / "tiny"
     return make_synthetic_identity(SyntheticConfig(out_dir=out, seconds=3.0, size=64, seed=0))
+
+
+@pytest.fixture(scope="session")
+def speech_identity(tmp_path_factory):
+    """An 8 s, 64 px synthetic identity for the training tests (read-only)."""
+    from gt_train.data.synthetic import SyntheticConfig, make_synthetic_identity
+
+    out = tmp_path_factory.mktemp("identity") / "speech8s"
+    return make_synthetic_identity(SyntheticConfig(out_dir=out, seconds=8.0, size=64, seed=0, progress=False))

@@ -21,10 +21,8 @@ ITERS = (150, 150)  # test-tiny shortened as in test_train_e2e (~75 s on 2 loade
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    from gt_train.data.synthetic import SyntheticConfig, make_synthetic_identity
-
-    return make_synthetic_identity(SyntheticConfig(out_dir=tmp_path_factory.mktemp("ev") / "synth", seconds=8.0, size=64, progress=False))
+def synth(speech_identity):
+    return speech_identity
 
 
 @pytest.fixture(scope="module")

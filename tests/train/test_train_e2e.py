@@ -17,10 +17,8 @@ ITERS = (150, 250)
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    from gt_train.data.synthetic import SyntheticConfig, make_synthetic_identity
-
-    return make_synthetic_identity(SyntheticConfig(out_dir=tmp_path_factory.mktemp("e2e") / "synth", seconds=8.0, size=64, progress=False))
+def synth(speech_identity):
+    return speech_identity
 
 
 @pytest.fixture(scope="module")
