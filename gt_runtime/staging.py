@@ -17,6 +17,14 @@ import shutil
 from pathlib import Path
 
 
+def require_empty_dir(out: Path) -> None:
+    """Refuse an `out` that exists and is not an empty directory (one-line InputError)."""
+    from gt_runtime.errors import InputError
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: the output directory exists and is not empty | choose a new directory or delete this one")
+
+
 def staging_dir(out: Path) -> Path:
     """-> a new, empty hidden directory beside `out` (on the same file system, so the final rename is atomic)."""
     out = Path(out)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from gt_runtime.errors import InputError
-from gt_runtime.staging import commit_dir, staging_dir
+from gt_runtime.staging import commit_dir, require_empty_dir, staging_dir
 from gt_train.preprocess.config import PreprocessConfig
 
 DETECT_STRIDE = 5  # pass 1 looks at every 5th frame
@@ -100,8 +100,7 @@ def choose_crop(lms: np.ndarray, W: int, H: int, scale: float) -> tuple[int, int
 
 def _check(cfg: PreprocessConfig) -> Path:
     out = Path(cfg.out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: the output directory exists and is not empty | choose a new directory or delete this one")
+    require_empty_dir(out)
     if cfg.fps != 25:
         raise InputError(f"fps {cfg.fps}: unsupported | the identity format and the mel front end run at 25 fps")
     if not 64 <= int(cfg.size) <= 2048:

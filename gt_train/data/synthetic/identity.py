@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gt_runtime.errors import InputError
-from gt_runtime.staging import commit_dir, staging_dir
+from gt_runtime.staging import commit_dir, require_empty_dir, staging_dir
 from gt_train.data.synthetic import _face, _scene
 from gt_train.data.synthetic._raster import rasterize, sample_bilinear
 
@@ -136,8 +136,7 @@ def _speech(cfg: SyntheticConfig, n_samples: int) -> tuple[np.ndarray, dict]:
 
 def _check(cfg: SyntheticConfig) -> Path:
     out = Path(cfg.out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: the output directory exists and is not empty | choose a new directory or delete this one")
+    require_empty_dir(out)
     if cfg.fps != 25:
         raise InputError(f"fps {cfg.fps}: unsupported | the identity format and the mel front end run at 25 fps")
     if not (cfg.seconds > 0) or round(cfg.seconds * cfg.fps) < 2:
