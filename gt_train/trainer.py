@@ -12,6 +12,7 @@ curves.png, metrics.json (final val metrics, canonical-only and full).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -330,7 +331,8 @@ class Trainer:
         total = cfg.total_iterations
         bar = _Bar(total, self.done, self.quiet)
         try:
-            with bar:
+            # the thread count is part of the result: the rasterizer's backward sums per-thread buffers
+            with bar, _compute_threads(cfg.threads):
                 while self.done < total:
                     info = self.step(self.done)
                     self.done = info["iteration"]
@@ -460,15 +462,21 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> P
     callback(info) is called after every iteration with {"iteration", "stage", "loss", "psnr",
     "num_gaussians", ...}; raising KeyboardInterrupt from it behaves like Ctrl-C (a checkpoint is saved).
     """
+    return Trainer(cfg, callback).run()
+
+
+@contextlib.contextmanager
+def _compute_threads(n: int):
+    """torch and the C++ rasterizer's OpenMP on n threads, denormals flushed; restored on exit."""
     threads = torch.get_num_threads()
     flush = torch.set_flush_denormal(True)  # tiny triplane gradients: denormals slow Adam down on CPU
-    torch.set_num_threads(max(1, cfg.threads))
+    torch.set_num_threads(max(1, n))
     omp = _raster_omp()
     omp_prev = omp.omp_get_max_threads() if omp is not None else None
     if omp is not None:
-        omp.omp_set_num_threads(max(1, cfg.threads))
+        omp.omp_set_num_threads(max(1, n))
     try:
-        return Trainer(cfg, callback).run()
+        yield
     finally:
         torch.set_num_threads(threads)
         if omp is not None:

@@ -66,6 +66,9 @@ class GaussianTalker(nn.Module):
                                  init_log_scale=math.log(mean_nn_distance(points)),
                                  init_opacity=cfg.init_opacity, gain=cfg.out_init_gain)
         d = cfg.hidden
+        # LayerNorm of the triplane feature: the raw features are small (|f| ~ 0.5), which leaves the attention
+        # logits near 0 and the softmax uniform; normalised queries give W_q / W_k a signal to learn from
+        self.query_norm = nn.LayerNorm(d, eps=1e-5)
         self.audio = AudioEncoder(d)
         self.eye = token_mlp(9, d)
         self.view = token_mlp(12, d)
@@ -79,7 +82,7 @@ class GaussianTalker(nn.Module):
                 "fcan": list(self.fcan.parameters())}
 
     def deform_parameters(self) -> list[nn.Parameter]:
-        return [*self.audio.parameters(), *self.eye.parameters(), *self.view.parameters(), self.null,
+        return [*self.query_norm.parameters(), *self.audio.parameters(), *self.eye.parameters(), *self.view.parameters(), self.null,
                 *self.deform.parameters()]
 
     @property
@@ -89,12 +92,12 @@ class GaussianTalker(nn.Module):
     # ---- canonical stage --------------------------------------------------------------
     def canonical(self, means: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """-> raw canonical attributes {means [N, 3], quats [N, 4], log_scales [N, 3], sh [N, K, 3],
-        opacity_logits [N]} and queries [N, 64] (the triplane features of the means)."""
+        opacity_logits [N]} and queries [N, 64] (LayerNorm of the triplane features of the means)."""
         means = self.gaussians.means if means is None else means
-        q = self.triplane(means)
-        out = self.fcan(q)
+        f = self.triplane(means)
+        out = self.fcan(f)
         out["means"] = means
-        out["queries"] = q
+        out["queries"] = self.query_norm(f)
         return out
 
     # ---- tokens and deformation ---------------------------------------------------------

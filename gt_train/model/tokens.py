@@ -63,6 +63,13 @@ class AudioEncoder(nn.Module):
         self.net = AudioNet(n_mels, dim_code)
         self.att = AudioAttNet(dim_code)
         self.mlp = nn.Sequential(nn.Linear(dim_code, 64), nn.ReLU(), nn.Linear(64, dim_out))
+        # He init, zero bias: PyTorch's default init shrinks the signal ~2.5x per layer, and over the 8 layers
+        # from mel to token the audio token barely varies with the audio (std over frames ~1e-4 of its norm),
+        # which leaves the deformation stage almost no audio gradient to start from
+        for m in (*self.net.modules(), *self.mlp.modules()):
+            if isinstance(m, (nn.Conv1d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, a=0.02, nonlinearity="leaky_relu")
+                nn.init.zeros_(m.bias)
 
     def forward(self, window: torch.Tensor, return_weights: bool = False):
         B, W, R, M = window.shape

@@ -76,11 +76,9 @@ def test_attention_maps_are_weights(viz):
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "measured on test-tiny (150 + 150 it here, and the full preset's 500 + 400 it): the attention softmax is still "
-    "uniform (every token 0.25 +- 0.007, std over the face < 0.001; audio mouth 0.2493 vs face 0.2497). Layer 0's "
-    "logits differ by only ~0.026 between the 4 tokens: the triplane queries are small (|q| ~ 0.5, products of 3 "
-    "features in [0.1, 0.5]) and Wq / Wk keep their init norm at lr 5e-4 over 400 it, so the mouth moves through "
-    "the value / FFN / head path instead. Expected to hold on a paper / cpu-small run."))
+    "too short a run to rely on: test-tiny at 150 + 150 it, seeds 0-3, audio attention mouth vs face: 0.251 vs "
+    "0.248, 0.219 vs 0.188, 0.179 vs 0.222, 0.154 vs 0.166 (the softmax now varies over the face, since the queries "
+    "are layer-normalised, but where the audio weight peaks is not settled after 150 deformation steps)"))
 def test_audio_attention_highest_in_mouth_box(viz):
     res, _ = viz
     a = res["attention"]["audio"]

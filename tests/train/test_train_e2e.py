@@ -77,10 +77,11 @@ def test_val_psnr_rises_and_outputs_exist(trained):
 def test_mouth_follows_audio(trained):
     """The lip box differs between a loud and a silent audio window (same frame, pose and blink).
 
-    Threshold: 15 % of the ground-truth change of the lip box between the widest-open and the closed
-    training frames (mean abs over the box: 0.089 on this dataset; this schedule reaches ~0.03, a third
-    of it, so the bound has a 2x margin; a model that ignores audio gives ~1e-4), and 5x the difference
-    the untrained model makes (its deformation heads start near zero: ~5e-6).
+    Threshold: 6 % of the ground-truth change of the lip box between the widest-open and the closed training
+    frames (mean abs over the box: 0.089 on this dataset). Measured with this schedule over seeds 0-3: 16 %,
+    33 %, 50 %, 43 % of it, so the weakest seed has a 2.6x margin (training is chaotic: another CPU's float
+    rounding moves the result like another seed). A model that ignores the audio gives ~0.1 %, and the untrained
+    model (deformation heads start near zero) ~0.01 %: the second bound asks for 5x that.
     """
     tr, _, diff0 = trained
     diff = _loud_silent_diff(tr)
@@ -88,7 +89,7 @@ def test_mouth_follows_audio(trained):
     fl, fs = tr.data.frame(t_loud), tr.data.frame(t_silent)
     x0, y0, x1, y1 = fl.lip_box
     gt_diff = float((fl.image - fs.image)[y0:y1, x0:x1].abs().mean())
-    assert diff > 0.15 * gt_diff, (diff, gt_diff, diff0)
+    assert diff > 0.06 * gt_diff, (diff, gt_diff, diff0)
     assert diff > 5 * diff0, (diff, diff0)
 
 
@@ -110,8 +111,8 @@ def test_export_pieces(trained):
 
 
 def _tiny(data, out, **kw):
-    kw = {"iterations_canonical": 8, "iterations_deform": 4, **kw}
-    return TrainConfig.from_preset("test-tiny", data=data, out=out, resolution=32, max_init_points=400,
+    kw = {"iterations_canonical": 8, "iterations_deform": 4, "resolution": 32, **kw}
+    return TrainConfig.from_preset("test-tiny", data=data, out=out, max_init_points=400,
                                    checkpoint_every=5, val_every=6, **kw)
 
 
@@ -140,7 +141,10 @@ def test_interrupt_saves_and_resume_matches_uninterrupted_run(synth, tmp_path, m
 
 
 def test_same_seed_same_parameters(synth, tmp_path, monkeypatch):
+    """Bit-identical through train() and through Trainer.run() (which sets the thread count itself): at 64 px
+    the rasterizer's backward spans several tiles, so a second OpenMP thread would change the sums."""
     monkeypatch.setenv("GT_QUIET", "1")
-    a = load_checkpoint(latest_checkpoint(train(_tiny(synth, tmp_path / "a", iterations_canonical=4, iterations_deform=2))))
-    b = load_checkpoint(latest_checkpoint(train(_tiny(synth, tmp_path / "b", iterations_canonical=4, iterations_deform=2))))
+    cfg = lambda out: _tiny(synth, out, resolution=64, iterations_canonical=24, iterations_deform=6)
+    a = load_checkpoint(latest_checkpoint(train(cfg(tmp_path / "a"))))
+    b = load_checkpoint(latest_checkpoint(Trainer(cfg(tmp_path / "b")).run()))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
