@@ -262,7 +262,7 @@ def preprocess(cfg: PreprocessConfig) -> Path:
         np.save(tmp / "landmarks.npy", lms.astype(np.float32))
 
         Xv, tri = posem.face_model()
-        pts = sample_points(Xv, tri, cfg.n_points)
+        pts = sample_points(posem.fit_shape(Xv, lms, fit, size), tri, cfg.n_points)
         write_ply_points(tmp / "points_init.ply", pts, _point_colors(pts, tmp / "frames" / f"{frame_name(0)}.jpg", fit, size))
 
         # -- pass 3: torso images and the preview ---------------------------------------------

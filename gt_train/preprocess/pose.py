@@ -30,6 +30,9 @@ DATA = Path(__file__).parent / "data"
 # iBUG indices that are rigid on the skull, and their weights in the fit
 RIGID = np.array(list(range(17, 27)) + list(range(27, 36)) + [36, 39, 42, 45])
 RIGID_W = np.array([0.5] * 10 + [1.0] * 9 + [1.0] * 4)
+# iBUG indices that set the face's shape (`fit_shape`): jaw contour, brows, nose, eye corners, outer lips.
+# The eyelids and inner lips are left out: they move with blinks and speech.
+SHAPE = np.array(list(range(0, 36)) + [36, 39, 42, 45] + list(range(48, 60)))
 
 
 @lru_cache(maxsize=1)
@@ -194,6 +197,41 @@ def fit_poses(lms: np.ndarray, size: int, sigma: float = 1.0) -> dict:
     c2w[:, :3, :3] = np.swapaxes(R, 1, 2)
     c2w[:, :3, 3] = -(np.swapaxes(R, 1, 2) @ t[..., None])[..., 0]
     return {"R": R, "t": t, "c2w": c2w, "f": f, "rms": rms}
+
+
+def landmark_targets(lms: np.ndarray, fit: dict, size: int, max_frames: int = 200) -> np.ndarray:
+    """Where the identity's landmarks sit in the head frame -> Y [68, 3] float64.
+
+    Each observed landmark lms [T, 68, 2] is lifted onto its camera ray at the depth of the model's point
+    (`model_landmarks`) in that frame's pose and moved back to the head frame; Y is the median over frames.
+    Depth is the model's (one camera cannot see it), so Y - model differs in the image plane: the person's
+    proportions (face width, eye spacing, nose length, mouth width and height).
+    """
+    X = model_landmarks()
+    T = len(lms)
+    idx = np.linspace(0, T - 1, min(T, max_frames)).round().astype(int)
+    R, t, f = fit["R"][idx], fit["t"][idx], fit["f"]
+    c = np.array([size / 2, size / 2])
+    z = (X[None] @ np.swapaxes(R, -1, -2) + t[:, None])[..., 2]  # [n, 68] model depth per frame
+    xy = (lms[idx].astype(np.float64) - c) / f * z[..., None]
+    P = np.concatenate([xy, z[..., None]], -1)  # camera space [n, 68, 3]
+    Y = (P - t[:, None]) @ R  # R^T (P - t), row vectors
+    return np.median(Y, axis=0)
+
+
+def fit_shape(vertices: np.ndarray, lms: np.ndarray, fit: dict, size: int) -> np.ndarray:
+    """The canonical face mesh vertices [V, 3] warped to the identity's landmarks -> [V, 3] float64.
+
+    A thin-plate spline (with its affine part, so far from the face it is an affine map, not a bend)
+    moves the model's `SHAPE` landmarks toward `landmark_targets`; smoothing keeps single-landmark noise
+    from denting the mesh.
+    """
+    from scipy.interpolate import RBFInterpolator
+
+    X = model_landmarks()[SHAPE]
+    D = landmark_targets(lms, fit, size)[SHAPE] - X
+    warp = RBFInterpolator(X, D, kernel="thin_plate_spline", degree=1, smoothing=1e-5)
+    return vertices + warp(vertices)
 
 
 def best_fixed_rotation(R_est: np.ndarray, R_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

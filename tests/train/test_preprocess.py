@@ -155,3 +155,22 @@ def test_video_without_audio_and_other_rate(synth, tmp_path):
     ds = load_identity(out)
     assert abs(ds.num_frames - 75) <= 1
     assert "no audio track" in " ".join(json.loads((out / "preprocess.json").read_text())["warnings"])
+
+
+def test_face_shape_fitted_to_the_landmarks(processed):
+    """points_init.ply starts from the canonical face warped to the identity's landmarks: the warped model
+    explains the observed shape landmarks better (reprojection RMS under the same poses; measured 5.0 -> 2.6 px
+    on a synthetic 256 px clip, 13.5 -> 10.0 px on a real 512 px one)."""
+    from gt_train.preprocess import pose as posem
+
+    _, out = processed
+    lms = np.load(out / "landmarks.npy")
+    fit = posem.fit_poses(lms, 256)
+    c = np.array([128.0, 128.0])
+
+    def rms(model):
+        pr = posem.project(model[posem.SHAPE], fit["R"], fit["t"], fit["f"], c)
+        return float(np.sqrt(((pr - lms[:, posem.SHAPE]) ** 2).sum(-1).mean()))
+
+    X = posem.model_landmarks()
+    assert rms(posem.fit_shape(X, lms, fit, 256)) < 0.8 * rms(X)
