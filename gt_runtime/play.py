@@ -25,7 +25,7 @@ class PlayConfig:
     """Options of `gt play` (saved beside nothing: playback is stateless)."""
 
     speech: Path
-    bundle: Path
+    bundle: Path | None = None    # None: the bundled default identity (gt_runtime.assets.default_bundle)
     out: str = "out.mp4"          # *.mp4 | a directory for PNGs | "-" for raw RGB24 on stdout
     engine: str = "auto"
     raster: str = "auto"
@@ -86,6 +86,7 @@ def _tap_frames(frames, n_frames: int, count: int = 8):
 
 def play(cfg: PlayConfig) -> PlayResult:
     """Render the speech with the bundle into cfg.out -> PlayResult (one-line InputError on bad input)."""
+    from gt_runtime.assets import default_bundle
     from gt_runtime.audio import SAMPLE_RATE, load_audio, num_video_frames
     from gt_runtime.player import Player
 
@@ -94,7 +95,8 @@ def play(cfg: PlayConfig) -> PlayResult:
     t0 = time.perf_counter()
     pcm, sr = load_audio(cfg.speech)                      # checks the speech before any output exists
     t_load = time.perf_counter() - t0
-    player = Player(cfg.bundle, engine=cfg.engine, raster=cfg.raster, batch=cfg.batch, threads=cfg.threads, overlap=cfg.overlap)
+    bundle = cfg.bundle if cfg.bundle is not None else default_bundle()
+    player = Player(bundle, engine=cfg.engine, raster=cfg.raster, batch=cfg.batch, threads=cfg.threads, overlap=cfg.overlap)
     info = player.describe()
     log = sys.stderr
     print(f"gt play: engine {info['engine']}, raster {info['raster']}, device {info['device']}, "

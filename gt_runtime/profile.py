@@ -52,7 +52,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,7 @@ SAMPLES_PER_FRAME = 640
 class ProfileConfig:
     """Options of `gt profile`."""
 
-    bundle: Path
+    bundle: Path | None = None     # None: the bundled default identity
     engine: str = "auto"
     raster: str = "auto"
     batch: tuple = (1, 8)          # batch sizes; 1 = latency, larger = throughput
@@ -262,9 +262,11 @@ def _overlapped_fps(player, cfg: ProfileConfig, batch: int) -> float:
 
 def profile(cfg: ProfileConfig) -> dict:
     """Profile cfg.bundle -> the report dict (schema in the module docstring); writes cfg.json / cfg.png."""
+    from gt_runtime.assets import default_bundle
     from gt_runtime.player import Player
 
-    player = Player(cfg.bundle, engine=cfg.engine, raster=cfg.raster, batch=max(cfg.batch), threads=cfg.threads,
+    bundle = cfg.bundle if cfg.bundle is not None else default_bundle()
+    player = Player(bundle, engine=cfg.engine, raster=cfg.raster, batch=max(cfg.batch), threads=cfg.threads,
                     overlap=False)
     info = player.describe()
     gpu = player.pipeline.device == "cuda" or player.pipeline.raster == "cuda"
@@ -280,7 +282,7 @@ def profile(cfg: ProfileConfig) -> dict:
     finally:
         player.close()
     conf = {k: (str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)) for k, v in asdict(cfg).items()}
-    report = {"schema": SCHEMA, "bundle": str(cfg.bundle), **{k: info[k] for k in ("engine", "raster", "device", "gaussians", "width", "height")},
+    report = {"schema": SCHEMA, "bundle": str(bundle), **{k: info[k] for k in ("engine", "raster", "device", "gaussians", "width", "height")},
               "timer": clock.name, "machine": machine_info(info["device"]), "config": conf,
               "stages": list(STAGES), "runs": runs}
     if cfg.json:

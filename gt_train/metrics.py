@@ -13,7 +13,7 @@ Images are [H, W, 3] float in [0, 1] (uint8 is accepted and divided by 255).
   in a box tied to the lip corners (`gt_train.dataset.mouth_box`): the open mouth shows its
   dark interior. Continuous, so it also moves on blurry renders of small models (on the
   synthetic identity's real frames it correlates 0.8 with the ground-truth opening);
-  `mouth_dark_area(img, box)` is the thresholded variant of the trainer's metrics.
+  the trainer's final metrics use it too. `mouth_dark_area(img, box)` is a thresholded variant.
 - `audio_energy(feats [T, 2, 80])`: per-frame energy of the `mel` features (mean log-mel).
 - `sync_offset(mouth [T], energy [T], max_offset)`: the lip-sync proxy. Pearson
   correlation of the two signals for every offset k in [-max_offset, max_offset]; k > 0

@@ -30,6 +30,7 @@ from gt_train.checkpoint import checkpoint_dir, checkpoint_path, latest_checkpoi
 from gt_train.config import TrainConfig
 from gt_train.dataset import Frame, TrainData
 from gt_train.losses import LPIPS, dssim, l1, lip_l1, psnr, ssim
+from gt_train.metrics import corr, mouth_openness
 from gt_train.model import GaussianTalker
 from gt_train.render import backend_for, render
 
@@ -364,9 +365,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Final val metrics: PSNR/SSIM (canonical-only and full), mouth-box PSNR, and, with ground truth, the
-        correlation of the rendered mouth opening (dark-pixel fraction in a box tied to the lip corners, whose size
-        does not depend on the opening) with ground-truth mouth_open; `mouth_corr_of_gt_frames` is the same
-        measure on the real frames, the ceiling of this measure."""
+        correlation of the rendered mouth opening (`gt_train.metrics.mouth_openness`, as `gt eval`) with the
+        ground-truth mouth_open; `mouth_corr_of_gt_frames` is the same measure on the real frames, its ceiling."""
         out = {"iterations": self.done, "num_gaussians": self.model.num_gaussians, "resolution": [self.W, self.H]}
         modes = ["canonical"] + (["full"] if self.done > self.cfg.iterations_canonical else [])
         gt_open = self.data.ds.ground_truth.get("mouth_open")
@@ -379,30 +379,15 @@ class Trainer:
                 ss.append(float(ssim(img, f.image)))
                 x0, y0, x1, y1 = f.lip_box
                 mps.append(psnr(img[y0:y1, x0:x1], f.image[y0:y1, x0:x1]))
-                area_r.append(mouth_dark_area(img, self.data.mouth_boxes[t]))
-                area_g.append(mouth_dark_area(f.image, self.data.mouth_boxes[t]))
+                area_r.append(mouth_openness(img.cpu().numpy(), self.data.mouth_boxes[t]))
+                area_g.append(mouth_openness(f.image.cpu().numpy(), self.data.mouth_boxes[t]))
             m = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "mouth_psnr": float(np.mean(mps))}
             if gt_open is not None:
                 g = np.asarray(gt_open)[self.data.val_idx]
-                m["mouth_corr"] = _corr(area_r, g)
-                m["mouth_corr_of_gt_frames"] = _corr(area_g, g)  # the measure's own ceiling
+                m["mouth_corr"] = corr(area_r, g)
+                m["mouth_corr_of_gt_frames"] = corr(area_g, g)  # the measure's own ceiling
             out[mode] = m
         return out
-
-
-def mouth_dark_area(img: torch.Tensor, box: tuple[int, int, int, int], threshold: float = 0.25) -> float:
-    """Fraction of pixels in the lip box whose luminance is below threshold (the open mouth's dark interior)."""
-    x0, y0, x1, y1 = box
-    crop = img[y0:y1, x0:x1]
-    lum = 0.299 * crop[..., 0] + 0.587 * crop[..., 1] + 0.114 * crop[..., 2]
-    return float((lum < threshold).float().mean())
-
-
-def _corr(a, b) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.std() < 1e-12 or b.std() < 1e-12:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _say(msg: str, quiet: bool) -> None:

@@ -1,7 +1,9 @@
 """Small data files that ship inside gt_runtime.
 
-Only the speech clips live here (``speech/``, see ``speech/README.md`` for their
-source, the exact commands and their licences). They are 16 kHz mono FLAC.
+The speech clips (``speech/``, see ``speech/README.md`` for their source, the exact
+commands and their licences; 16 kHz mono FLAC) and the default identity that
+``gt play`` uses without ``--bundle`` (``default.gtb``, rebuilt by
+``tools/default_bundle.py``).
 
 >>> from gt_runtime.assets import speech_path
 >>> speech_path("cross").name
@@ -12,9 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SPEECH_CLIPS", "speech_path"]
+__all__ = ["DEFAULT_BUNDLE", "SPEECH_CLIPS", "default_bundle", "speech_path"]
 
 _SPEECH_DIR = Path(__file__).resolve().parent / "speech"
+
+#: the bundled default identity (a synthetic head at 128 px)
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default.gtb"
 
 #: short name -> file in ``speech/``
 SPEECH_CLIPS: dict[str, str] = {
@@ -47,3 +52,15 @@ def speech_path(name: str = "train") -> Path:
             f"{path}: bundled speech clip is missing | reinstall gt (the package data is incomplete)"
         )
     return path
+
+
+def default_bundle() -> Path:
+    """Path of the bundled default identity; `InputError` if the package data lacks it."""
+    from gt_runtime.errors import InputError
+
+    if not (DEFAULT_BUNDLE / "manifest.json").is_file():
+        raise InputError(
+            f"{DEFAULT_BUNDLE}: the default identity is missing | pass --bundle NAME.gtb, or rebuild it with "
+            "python tools/default_bundle.py"
+        )
+    return DEFAULT_BUNDLE
