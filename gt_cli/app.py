@@ -72,10 +72,10 @@ def train_cmd(
     typer.echo(f"wrote {train(cfg)}")
 
 
-@app.command("play", epilog="Examples: gt play speech.wav --bundle may.gtb -o out.mp4 --fps | gt play speech.wav --bundle may.gtb -o frames/ | gt play speech.wav --bundle may.gtb -o - | ffplay -f rawvideo -pixel_format rgb24 -video_size 512x512 -framerate 25 -")
+@app.command("play", epilog="Examples: gt play speech.wav --fps (the bundled identity) | gt play speech.wav --bundle may.gtb -o out.mp4 --fps | gt play speech.wav --bundle may.gtb -o frames/ | gt play speech.wav --bundle may.gtb -o - | ffplay -f rawvideo -pixel_format rgb24 -video_size 512x512 -framerate 25 -")
 def play_cmd(
     speech: Path = typer.Argument(..., help="Speech file (wav, flac, ...; any rate, mono or stereo)."),
-    bundle: Path = typer.Option(..., "--bundle", "-b", help="Bundle directory (*.gtb) written by gt export."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (*.gtb) written by gt export (default: the bundled synthetic identity, 128 px)."),
     out: str = typer.Option("out.mp4", "-o", "--out", help="*.mp4 (H.264 + AAC), a directory (PNG frames), or '-' (raw RGB24 on stdout)."),
     engine: str = typer.Option("auto", help="auto | tensorrt | onnxruntime-cuda | array-cupy | onnxruntime[-int8|-fp32|-fp16] | array."),
     raster: str = typer.Option("auto", help="auto | cuda | cpu | reference."),
@@ -101,12 +101,13 @@ def export_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint file to export (default: the run's latest)."),
     trt: Optional[bool] = typer.Option(None, "--trt/--no-trt", help="Build a TensorRT engine (default: when tensorrt imports and a GPU is present)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at -o."),
+    track_frames: Optional[int] = typer.Option(None, "--track-frames", help="Keep only the first N frames of the camera/blink/torso track (it is played ping-pong): a smaller bundle."),
 ):
     """Export a trained run to a bundle: frozen Gaussians, ONNX graphs (+ TensorRT engine on a GPU), parity table."""
     from gt_export import ExportConfig, export
 
     path = export(ExportConfig(run=run, out=out, fp16=fp16, int8=int8, dataset=dataset, checkpoint=checkpoint,
-                               trt=trt, overwrite=overwrite))
+                               trt=trt, overwrite=overwrite, track_frames=track_frames))
     typer.echo(f"wrote {path}")
 
 
@@ -128,7 +129,7 @@ def preprocess_cmd(
 
 @app.command("profile", epilog="Examples: gt profile --bundle may.gtb | gt profile --bundle may.gtb --batch 1,8,32 --frames 100 --json prof.json --png prof.png")
 def profile_cmd(
-    bundle: Path = typer.Option(..., "--bundle", "-b", help="Bundle directory (*.gtb) written by gt export."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (*.gtb) written by gt export (default: the bundled identity)."),
     engine: str = typer.Option("auto", help="auto | tensorrt | onnxruntime-cuda | array-cupy | onnxruntime[-int8|-fp32|-fp16] | array."),
     raster: str = typer.Option("auto", help="auto | cuda | cpu | reference."),
     batch: str = typer.Option("1,8", help="Batch sizes, comma separated: 1 = latency, larger = throughput."),

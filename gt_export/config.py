@@ -36,6 +36,7 @@ class ExportConfig:
     int8_per_channel: bool = False
     int8_weight_type: str = "uint8"   # uint8 | int8 (see gt_export.precision.to_int8)
     trt_max_batch: int = 8
+    track_frames: int | None = None   # keep the first N frames of the camera/blink/torso track (played ping-pong); None: all
     quiet: bool | None = None         # None: GT_QUIET=1 in the environment
 
     def __post_init__(self):
@@ -49,8 +50,8 @@ class ExportConfig:
             raise InputError(f"--opset {self.opset} | expected >= {MIN_OPSET} (the bundle contract; attention is not valid below 18)")
         if self.int8_weight_type not in ("uint8", "int8"):
             raise InputError(f"int8_weight_type {self.int8_weight_type!r} | expected uint8 or int8")
-        if self.parity_frames < 1 or self.trt_max_batch < 1:
-            raise InputError(f"parity_frames {self.parity_frames}, trt_max_batch {self.trt_max_batch} | expected >= 1")
+        if self.parity_frames < 1 or self.trt_max_batch < 1 or (self.track_frames is not None and self.track_frames < 1):
+            raise InputError(f"parity_frames {self.parity_frames}, trt_max_batch {self.trt_max_batch}, track_frames {self.track_frames} | expected >= 1")
 
     def to_dict(self) -> dict:
         """JSON-ready dict; paths reduced to their names (a bundle does not carry the exporting machine's paths)."""

@@ -251,13 +251,14 @@ def export(cfg: ExportConfig) -> Path:
                     if name in onnx_files:
                         check_graph(onnx_files[name], name)
             W, H, intr = working_camera(ds.intrinsics, tcfg.resolution)
-            with steps.step(f"write bundle: scene {W}x{H}, {ds.num_frames} torso frames"):
+            n_track = ds.num_frames if cfg.track_frames is None else min(cfg.track_frames, ds.num_frames)
+            with steps.step(f"write bundle: scene {W}x{H}, {n_track} torso frames"):
                 mcfg = _clean_train_config(tcfg)["model"]
                 mcfg.update(heads=tcfg.model.num_heads, preset=tcfg.preset)
                 write_bundle(
                     tmp, gaussians=gaussians, weights=weights, model=mcfg, width=W, height=H, intrinsics=intr,
-                    background=_load_image(ds.background_path, "RGB", (W, H)), c2w=ds.c2w, blink=ds.blink,
-                    torso=_LazyImages(ds.torso_paths, "RGBA", (W, H)),
+                    background=_load_image(ds.background_path, "RGB", (W, H)), c2w=ds.c2w[:n_track],
+                    blink=ds.blink[:n_track], torso=_LazyImages(ds.torso_paths[:n_track], "RGBA", (W, H)),
                     onnx={k: v.SerializeToString() for k, v in onnx_files.items()},
                     exporter_version=_exporter_version(), fps=25, audio_frontend="mel",
                     extra={"export": {"exporter": exporter, "opset": cfg.opset, "versions": _versions(),

@@ -286,9 +286,11 @@ def _gt(*args):
 
 def test_cli_export_ok_and_bad_run(exported, tmp_path):
     run, _, _ = exported
-    r = _gt("export", str(run), "-o", str(tmp_path / "cli.gtb"), "--no-trt")
+    r = _gt("export", str(run), "-o", str(tmp_path / "cli.gtb"), "--no-trt", "--track-frames", "5")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert Bundle.open(tmp_path / "cli.gtb").precisions == ["fp32"]
+    b = Bundle.open(tmp_path / "cli.gtb")
+    assert b.precisions == ["fp32"] and b.manifest["scene"]["num_frames"] == 5  # the track is cut, played ping-pong
+    assert len(list((tmp_path / "cli.gtb" / "scene" / "torso").iterdir())) == 5
     assert "parity" in r.stderr and "onnxruntime-fp32" in r.stderr
     r = _gt("export", str(tmp_path / "not-a-run"), "-o", str(tmp_path / "bad.gtb"))
     assert r.returncode == 2
