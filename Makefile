@@ -38,7 +38,7 @@ demo-full: $(VENV)/.installed
 	$(VENV)/bin/gt play $(DEMO_SPEECH) --bundle $(OUT)/full/demo.gtb -o $(OUT)/full/demo.mp4 --sheet $(OUT)/full/demo_sheet.png --fps
 	@echo "demo written: $(OUT)/full/demo.mp4 (training curves and validation images: $(OUT)/full/run/)"
 
-# Rebuild gt_runtime/assets/default.gtb (about 10 min on 2 cores)
+# Rebuild gt_runtime/assets/default.gtb (54 min measured on 2 shared cores)
 default-bundle: $(VENV)/.installed
 	$(PY) tools/default_bundle.py
 

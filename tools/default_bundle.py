@@ -2,7 +2,7 @@
 
     python tools/default_bundle.py [--work DIR]
 
-Steps (about 10 min on 2 cores): a 24 s synthetic identity at 128 px (seed 0), the `test-tiny` preset
+Steps (54 min measured on 2 cores that a second training shared): a 24 s synthetic identity at 128 px (seed 0), the `test-tiny` preset
 scaled up (128 px, <= 6000 Gaussians, 1500 + 2500 iterations), then `gt export --fp16 --int8` keeping
 the first 250 frames (10 s) of the camera/torso track, which the player ping-pongs. The bundle stays
 small (a few MB) so that it can live in the repository.
