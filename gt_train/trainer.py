@@ -371,7 +371,7 @@ class Trainer:
         modes = ["canonical"] + (["full"] if self.done > self.cfg.iterations_canonical else [])
         gt_open = self.data.ds.ground_truth.get("mouth_open")
         for mode in modes:
-            ps, ss, mps, area_r, area_g = [], [], [], [], []
+            ps, ss, mps, open_r, open_g = [], [], [], [], []
             for t in self.data.val_idx:
                 img = self.render_val(t, canonical_only=mode == "canonical")
                 f = self.data.frame(t)
@@ -379,13 +379,13 @@ class Trainer:
                 ss.append(float(ssim(img, f.image)))
                 x0, y0, x1, y1 = f.lip_box
                 mps.append(psnr(img[y0:y1, x0:x1], f.image[y0:y1, x0:x1]))
-                area_r.append(mouth_openness(img.cpu().numpy(), self.data.mouth_boxes[t]))
-                area_g.append(mouth_openness(f.image.cpu().numpy(), self.data.mouth_boxes[t]))
+                open_r.append(mouth_openness(img.cpu().numpy(), self.data.mouth_boxes[t]))
+                open_g.append(mouth_openness(f.image.cpu().numpy(), self.data.mouth_boxes[t]))
             m = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "mouth_psnr": float(np.mean(mps))}
             if gt_open is not None:
                 g = np.asarray(gt_open)[self.data.val_idx]
-                m["mouth_corr"] = corr(area_r, g)
-                m["mouth_corr_of_gt_frames"] = corr(area_g, g)  # the measure's own ceiling
+                m["mouth_corr"] = corr(open_r, g)
+                m["mouth_corr_of_gt_frames"] = corr(open_g, g)  # the measure's own ceiling
             out[mode] = m
         return out
 
