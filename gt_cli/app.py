@@ -62,13 +62,14 @@ def train_cmd(
     iterations_deform: Optional[int] = typer.Option(None, help="Deformation-stage iterations."),
     seed: int = typer.Option(0, help="Random seed: same seed, same run (on CPU)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (cuda needs gsplat)."),
+    threads: int = typer.Option(1, help="CPU threads of torch and the C++ rasterizer. 1 is bit-reproducible; more threads change the backward's summation order."),
 ):
     """Train a GaussianTalker on an identity: canonical stage, then deformation stage."""
     from gt_train.config import TrainConfig
     from gt_train.trainer import train
 
     over = {k: v for k, v in (("iterations_canonical", iterations_canonical), ("iterations_deform", iterations_deform)) if v is not None}
-    cfg = TrainConfig.from_preset(preset, data=data, out=out, resume=resume, seed=seed, device=device, **over)
+    cfg = TrainConfig.from_preset(preset, data=data, out=out, resume=resume, seed=seed, device=device, threads=threads, **over)
     typer.echo(f"wrote {train(cfg)}")
 
 
