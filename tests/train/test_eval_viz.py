@@ -31,13 +31,9 @@ def synth(speech_identity):
 def run(synth, tmp_path_factory):
     from gt_train.trainer import train
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GT_QUIET", "1")
     cfg = TrainConfig.from_preset("test-tiny", data=synth, out=tmp_path_factory.mktemp("ev") / "run",
                                   iterations_canonical=ITERS[0], iterations_deform=ITERS[1])
-    out = train(cfg)
-    mp.undo()
-    return out
+    return train(cfg)
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,12 @@ def synth(speech_identity):
 @pytest.fixture(scope="module")
 def trained(synth, tmp_path_factory):
     """(trainer after training, val PSNR of the initial model)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GT_QUIET", "1")
     cfg = TrainConfig.from_preset("test-tiny", data=synth, out=tmp_path_factory.mktemp("e2e") / "run",
                                   iterations_canonical=ITERS[0], iterations_deform=ITERS[1])
     tr = Trainer(cfg)
     psnr0 = float(np.mean([_psnr(tr.render_val(t, canonical_only=True), tr.data.frame(t).image) for t in tr.data.val_idx]))
     diff0 = _loud_silent_diff(tr)
     tr.run()
-    mp.undo()
     return tr, psnr0, diff0
 
 
