@@ -1,7 +1,7 @@
 """The whole GaussianTalker model (docs/MODEL.md): canonical stage and deformed forward.
 
-State names: `gaussians.means`, `triplane.*`, `fcan.*` (training only; the bundle stores
-their result), and, exactly as MODEL.md, `audio.*`, `eye.*`, `view.*`, `null`, `deform.*`.
+State names: `gaussians.means`, `triplane.*`, `fcan.*`, `query_norm.*` (training only,
+`TRAINING_ONLY`; the bundle stores their result), and, exactly as MODEL.md, `audio.*`, `eye.*`, `view.*`, `null`, `deform.*`.
 
 Pieces the exporter traces separately:
     tokens = model.forward_tokens(audio_window [B, 15, 2, 80], blink [B], c2w [B, 4, 4])  # [B, 4, 64]
@@ -22,6 +22,9 @@ from gt_train.model.deform import DeformationNetwork
 from gt_train.model.gaussians import GaussianPoints
 from gt_train.model.tokens import AudioEncoder, eye_encoding, token_mlp, view_encoding
 from gt_train.model.triplane import Triplane
+
+# state-name prefixes of the modules a bundle does not carry (it stores the canonical Gaussians and queries instead)
+TRAINING_ONLY = ("gaussians", "triplane", "fcan", "query_norm")
 
 
 def mean_nn_distance(points: np.ndarray, k: int = 3) -> float:

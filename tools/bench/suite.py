@@ -91,6 +91,7 @@ class EagerTorch:
 
         from gt_train.config import ModelConfig
         from gt_train.model import GaussianTalker
+        from gt_train.model.talker import TRAINING_ONLY
 
         self.torch = torch
         g = bundle.gaussians
@@ -98,7 +99,7 @@ class EagerTorch:
         self.model = GaussianTalker(cfg, g["means"][:64]).eval()
         state = {k: torch.from_numpy(np.asarray(v)) for k, v in bundle.weights.items()}
         missing, unexpected = self.model.load_state_dict(state, strict=False)
-        assert not unexpected and all(k.split(".")[0] in ("gaussians", "triplane", "fcan") for k in missing), (missing, unexpected)
+        assert not unexpected and all(k.split(".")[0] in TRAINING_ONLY for k in missing), (missing, unexpected)
         self.canon = {k: torch.from_numpy(np.ascontiguousarray(g[k])) for k in ("means", "quats", "log_scales", "opacity_logits", "sh")}
         self.queries = torch.from_numpy(np.ascontiguousarray(g["queries"]))
         self.bundle = bundle
@@ -161,7 +162,6 @@ def bench_deform(cache, counts, layers, reps, budget) -> list[dict]:
 
 def bench_frame(cache, n, sizes, engines, reps, budget) -> list[dict]:
     from gt_runtime.bundle import Bundle
-    from gt_runtime.pipeline import FramePipeline
 
     rows = []
     win = np.random.default_rng(1).standard_normal((1, 15, 2, 80)).astype(np.float32)
@@ -170,13 +170,7 @@ def bench_frame(cache, n, sizes, engines, reps, budget) -> list[dict]:
         eager = EagerTorch(b)
         pipe0 = None
         for name in engines:
-            pipe = FramePipeline(b, engine_set(b, name), "cpu", overlap=False, raster_threads=1)
-            st = pipe.new_state(False)
-            fr = np.array([3])
-            one_thread()
-            d_ms = time_cpu(lambda: pipe.deform(fr, win), reps, budget)
-            off, _ = pipe.deform(fr, win)
-            r_ms = time_cpu(lambda: pipe.render(st, fr, off), reps, budget)
+            pipe, d_ms, r_ms = time_deform_raster(b, name, win, reps, budget)
             rows.append({"N": n, "size": size, "engine": pipe.engines.name, "deform_ms": d_ms, "raster_ms": r_ms})
             pipe0 = pipe0 or pipe
             pipe.engines.deactivate()
@@ -193,22 +187,29 @@ def bench_frame(cache, n, sizes, engines, reps, budget) -> list[dict]:
     return rows
 
 
+def time_deform_raster(b, engine: str, win, reps, budget):
+    """-> (pipeline, deform ms, raster ms) of track frame 3 on one thread; the caller deactivates pipe.engines."""
+    from gt_runtime.pipeline import FramePipeline
+
+    pipe = FramePipeline(b, engine_set(b, engine), "cpu", overlap=False, raster_threads=1)
+    st = pipe.new_state(False)
+    fr = np.array([3])
+    one_thread()
+    d_ms = time_cpu(lambda: pipe.deform(fr, win), reps, budget)
+    off, _ = pipe.deform(fr, win)
+    r_ms = time_cpu(lambda: pipe.render(st, fr, off), reps, budget)
+    return pipe, d_ms, r_ms
+
+
 def bench_scaling(cache, counts, sizes, n_fixed, size_fixed, engine, reps, budget, png: Path) -> list[dict]:
     from gt_runtime.bundle import Bundle
-    from gt_runtime.pipeline import FramePipeline
 
     win = np.random.default_rng(1).standard_normal((1, 15, 2, 80)).astype(np.float32)
     pts = [(n, size_fixed) for n in counts] + [(n_fixed, s) for s in sizes if s != size_fixed]
     rows = []
     for n, size in pts:
         b = Bundle.open(bundle_for(cache, n, size, 2))
-        pipe = FramePipeline(b, engine_set(b, engine), "cpu", overlap=False, raster_threads=1)
-        st = pipe.new_state(False)
-        fr = np.array([3])
-        one_thread()
-        d = time_cpu(lambda: pipe.deform(fr, win), reps, budget)
-        off, _ = pipe.deform(fr, win)
-        r = time_cpu(lambda: pipe.render(st, fr, off), reps, budget)
+        pipe, d, r = time_deform_raster(b, engine, win, reps, budget)
         eager = EagerTorch(b)
         sc = pipe.scene
         args = (win[0], float(sc.blink[3]), sc.c2w[3], sc.viewmats[3], np.asarray(b.K, np.float32), sc.background_of_track(3))
