@@ -9,7 +9,8 @@ A bundle is a directory ``NAME.gtb/``::
     deform.onnx              tokens [B,4,64], queries [N,64] -> dmu, drot, dscale, dsh, dopacity
     deform.fp16.onnx         (optional) mixed precision, FP32 I/O
     deform.int8.onnx         (optional) ONNX Runtime dynamic INT8
-    audio_encoder.onnx       audio_window [B,15,2,80] -> audio_token [B,64]
+    audio_encoder.onnx       audio_window [B,15,2,D] -> audio_token [B,64]   (D = model.audio_dim, 80 for mel)
+    audio_frontend.onnx      (hubert / wav2vec2 bundles) audio [1,W] -> features [1,rows,D], see manifest `audio`
     scene/background.jpg     background plate [H,W,3]
     scene/torso/NNNNN.png    (optional) torso RGBA [H,W,4], one per track frame
     scene/track.npz          c2w [T,4,4], blink [T]
@@ -45,6 +46,8 @@ OFFSET_NAMES = ("dmu", "drot", "dscale", "dsh", "dopacity")
 GAUSSIAN_KEYS = ("means", "quats", "log_scales", "opacity_logits", "sh", "queries")
 ONNX_FILES = {"fp32": "deform.onnx", "fp16": "deform.fp16.onnx", "int8": "deform.int8.onnx"}
 AUDIO_ONNX = "audio_encoder.onnx"
+AUDIO_FRONTEND_ONNX = "audio_frontend.onnx"
+MEL_DIM = 80  # audio_dim of bundles and datasets that do not record one (the mel front end)
 REQUIRED_FILES = ("gaussians.npz", "weights.npz", "scene/background.jpg", "scene/track.npz")
 _REEXPORT = "re-export the bundle with gt export"
 
@@ -59,8 +62,12 @@ def head_dims(sh_degree: int) -> dict[str, int]:
     return {"mu": 3, "rot": 4, "scale": 3, "sh": 3 * sh_bases(sh_degree), "opacity": 1}
 
 
-def weight_shapes(num_layers: int, sh_degree: int, hidden: int = HIDDEN) -> dict[str, tuple[int, ...]]:
-    """Every parameter name of docs/MODEL.md -> its torch shape (Linear weight [out, in], Conv1d [out, in, k])."""
+def weight_shapes(num_layers: int, sh_degree: int, hidden: int = HIDDEN, audio_dim: int = MEL_DIM) -> dict[str, tuple[int, ...]]:
+    """Every parameter name of docs/MODEL.md -> its torch shape (Linear weight [out, in], Conv1d [out, in, k]).
+
+    audio_dim: width D of the audio features (80 for mel, the model's hidden size for hubert / wav2vec2),
+    the in-channels of AudioNet's first conv.
+    """
     d = hidden
     s: dict[str, tuple[int, ...]] = {}
 
@@ -70,7 +77,7 @@ def weight_shapes(num_layers: int, sh_degree: int, hidden: int = HIDDEN) -> dict
     def conv(name, i, o, k=3):
         s[f"{name}.weight"], s[f"{name}.bias"] = (o, i, k), (o,)
 
-    for idx, (i, o) in zip((0, 2, 4, 6), ((80, 32), (32, 32), (32, 64), (64, 64))):
+    for idx, (i, o) in zip((0, 2, 4, 6), ((int(audio_dim), 32), (32, 32), (32, 64), (64, 64))):
         conv(f"audio.net.conv.{idx}", i, o)
     lin("audio.net.fc.0", 64, 64)
     lin("audio.net.fc.2", 64, 32)
@@ -185,6 +192,7 @@ class Bundle:
         for rel in REQUIRED_FILES:
             if rel not in files:
                 raise InputError(f"{mpath}: manifest does not list {rel} | {_REEXPORT}")
+        _check_audio(manifest, mpath)
         for rel, digest in files.items():
             fpath = _safe_relpath(root, rel, str(mpath))
             if not fpath.is_file():
@@ -212,7 +220,7 @@ class Bundle:
             if a.shape != shape or a.dtype != np.float32:
                 raise InputError(f"{where}: {key} is {a.dtype} {a.shape}, the manifest implies float32 {shape} | {_REEXPORT}")
         where = self.path / "weights.npz"
-        for key, shape in weight_shapes(self.num_layers, deg).items():
+        for key, shape in weight_shapes(self.num_layers, deg, audio_dim=self.audio_dim).items():
             a = self.weights.get(key)
             if a is None:
                 raise InputError(f"{where}: parameter {key!r} is missing | {_REEXPORT}")
@@ -240,6 +248,23 @@ class Bundle:
     @property
     def sh_degree(self) -> int:
         return int(self.manifest["sh_degree"])
+
+    @property
+    def audio_dim(self) -> int:
+        """D, the width of the audio features the model reads (80 = mel; absent in old bundles -> 80)."""
+        return int(self.manifest["model"].get("audio_dim", MEL_DIM))
+
+    @property
+    def audio_frontend(self) -> str:
+        """"mel" | "hubert" | "wav2vec2"."""
+        return str(self.manifest.get("audio_frontend", "mel"))
+
+    @property
+    def audio_meta(self) -> dict:
+        """The front end's description (gt_runtime.audio.frontend): manifest `audio`, or mel's."""
+        from gt_runtime.audio.frontend import MEL_META
+
+        return dict(self.manifest.get("audio") or MEL_META)
 
     @property
     def num_gaussians(self) -> int:
@@ -291,6 +316,25 @@ class Bundle:
         return self.path / "engines"
 
 
+def _check_audio(manifest: dict, mpath: Path) -> None:
+    """The audio front end: a known name, a description that agrees with model.audio_dim, its graph listed."""
+    from gt_runtime.audio.frontend import FRONTENDS, MODEL_FRONTENDS, check_meta
+
+    name = manifest.get("audio_frontend", "mel")
+    if name not in FRONTENDS:
+        raise InputError(f"{mpath}: unknown audio front end {name!r} (this gt knows {', '.join(FRONTENDS)}) | upgrade gt, or {_REEXPORT}")
+    model = manifest["model"] if isinstance(manifest["model"], dict) else {}
+    dim = model.get("audio_dim", MEL_DIM)
+    meta = check_meta(manifest.get("audio") if name != "mel" or "audio" in manifest else None, str(mpath), _REEXPORT)
+    if meta["name"] != name:
+        raise InputError(f"{mpath}: audio_frontend {name!r} but the audio description says {meta['name']!r} | {_REEXPORT}")
+    if meta["dim"] != dim or manifest.get("audio_dim", dim) != dim:
+        raise InputError(f"{mpath}: audio feature width: model.audio_dim {dim}, audio_dim {manifest.get('audio_dim')}, "
+                         f"front end {meta['dim']} | {_REEXPORT}; they must agree")
+    if name in MODEL_FRONTENDS and AUDIO_FRONTEND_ONNX not in manifest["files"]:
+        raise InputError(f"{mpath}: the {name} front end needs {AUDIO_FRONTEND_ONNX}, which the manifest does not list | {_REEXPORT}")
+
+
 # -- writing --------------------------------------------------------------------------
 def _encode_image(img: np.ndarray, path: Path) -> None:
     from PIL import Image
@@ -320,6 +364,7 @@ def write_bundle(
     parity: Mapping | None = None,
     fps: int = 25,
     audio_frontend: str = "mel",
+    audio: Mapping | None = None,
     extra: Mapping | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -329,7 +374,10 @@ def write_bundle(
     model: config dict with at least "num_layers" and "sh_degree"; background [H,W,3] uint8;
     c2w [T,4,4], blink [T]; torso: T (or any number) RGBA [H,W,4] uint8 frames;
     onnx: bundle file name ("deform.onnx", "deform.fp16.onnx", "deform.int8.onnx",
-    "audio_encoder.onnx") -> serialized bytes or a file to copy.
+    "audio_encoder.onnx", "audio_frontend.onnx") -> serialized bytes or a file to copy.
+    audio_frontend: "mel" | "hubert" | "wav2vec2"; audio: the front end's description
+    (gt_runtime.audio.frontend; needed for hubert / wav2vec2, whose graph goes in onnx).
+    model["audio_dim"] (default 80) is the feature width D.
     """
     root = Path(path)
     if root.exists():
@@ -342,10 +390,11 @@ def write_bundle(
     deg = int(model["sh_degree"])
     model.setdefault("hidden", HIDDEN)
     model.setdefault("heads", HEADS)
+    model.setdefault("audio_dim", MEL_DIM)
     n = int(np.asarray(gaussians["means"]).shape[0])
     g = {k: np.ascontiguousarray(gaussians[k], dtype=np.float32) for k in GAUSSIAN_KEYS}
     np.savez(root / "gaussians.npz", **g)
-    shapes = weight_shapes(int(model["num_layers"]), deg)
+    shapes = weight_shapes(int(model["num_layers"]), deg, audio_dim=int(model["audio_dim"]))
     missing = sorted(set(shapes) - set(weights))
     if missing:
         raise ValueError(f"write_bundle: weights lack {missing[:5]} | expected docs/MODEL.md names")
@@ -381,15 +430,18 @@ def write_bundle(
             files[f.relative_to(root).as_posix()] = sha256_file(f)
     manifest = {
         "format": FORMAT, "version": VERSION, "exporter_version": str(exporter_version),
-        "model": model, "audio_frontend": audio_frontend, "fps": int(fps),
+        "model": model, "audio_frontend": audio_frontend, "audio_dim": int(model["audio_dim"]), "fps": int(fps),
         "width": int(width), "height": int(height),
         "intrinsics": {k: float(intrinsics[k]) for k in ("fx", "fy", "cx", "cy")},
         "num_gaussians": n, "sh_degree": deg, "precisions": precisions, "files": files,
         "parity": dict(parity or {}), "scene": {"num_frames": int(c2w.shape[0]), "torso": n_torso > 0},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if audio is not None:
+        manifest["audio"] = dict(audio)
     if extra:
         manifest.update(extra)
+    _check_audio(manifest, root / "manifest.json")
     _write_manifest(root, manifest)
     return root
 

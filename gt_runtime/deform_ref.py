@@ -71,11 +71,11 @@ def conv1d_cl(xp, x, w, b, stride):
 
 # -- condition tokens -------------------------------------------------------------------
 def audio_token(windows, w: Mapping, xp=np):
-    """windows [B, 15, 2, 80] (feats t-8 .. t+6) -> audio token [B, 64] (docs/MODEL.md, audio.*)."""
+    """windows [B, 15, 2, D] (feats t-8 .. t+6; D = audio_dim, 80 for mel) -> audio token [B, 64] (docs/MODEL.md, audio.*)."""
     windows = _f32(xp, windows)
-    bsz = windows.shape[0]
+    bsz, dim = windows.shape[0], windows.shape[-1]
     idx = np.arange(SUB_FRAMES)[:, None] + np.arange(8)[None, :]   # sub-frame i uses window[i .. i+7]
-    x = windows[:, xp.asarray(idx)].reshape(bsz * SUB_FRAMES, 16, 80)  # [B 8, L=16 rows, C=80 mel]
+    x = windows[:, xp.asarray(idx)].reshape(bsz * SUB_FRAMES, 16, dim)  # [B 8, L=16 rows, C=D features]
     for i in (0, 2, 4, 6):
         x = leaky(xp, conv1d_cl(xp, x, w[f"audio.net.conv.{i}.weight"], w[f"audio.net.conv.{i}.bias"], 2))
     x = x.reshape(bsz * SUB_FRAMES, 64)                                # [B 8, 64] (length 1)
@@ -279,7 +279,7 @@ class TokenEncoder:
         self.w = {k: _f32(xp, v) for k, v in weights.items() if not k.startswith("deform.")}
 
     def audio(self, windows):
-        """windows [B, 15, 2, 80] -> [B, 64]."""
+        """windows [B, 15, 2, D] -> [B, 64]."""
         return audio_token(windows, self.w, self.xp)
 
     def eye(self, blink):
@@ -294,7 +294,7 @@ class TokenEncoder:
 
 
 def audio_windows(feats: np.ndarray, frames: np.ndarray, total: int | None = None) -> np.ndarray:
-    """feats [T', 2, 80] (feature frames from index 0), frames [B] -> windows [B, 15, 2, 80].
+    """feats [T', 2, D] (feature frames from index 0), frames [B] -> windows [B, 15, 2, D].
 
     Window of frame t = feats[t-8 .. t+6], indices clamped to [0, total-1] (total = the
     speech's frame count T; None while streaming, when t+6 must already be < T').

@@ -165,6 +165,12 @@ class FramePipeline:
         self.eye_tokens = enc.eye(self.scene.blink).astype(np.float32)     # [T_track, 64]
         self.view_tokens = enc.view(self.scene.c2w).astype(np.float32)     # [T_track, 64]
         self.null = np.asarray(bundle.weights["null"], np.float32)
+        from gt_runtime.audio.frontend import for_bundle
+
+        # The bundle's audio front end (mel, or the hubert / wav2vec2 graph on ONNX Runtime's CPU EP): shared,
+        # stateless; each Session streams through its own `frontend.stream()`.
+        self.frontend = for_bundle(bundle).activate()
+        self.audio_dim = bundle.audio_dim
         self.xp = engines.xp
         if self.device == "cuda" or self.raster == "cuda":
             import cupy
@@ -196,7 +202,7 @@ class FramePipeline:
 
     # -- stage A: tokens + deform --------------------------------------------------------
     def deform(self, frames: np.ndarray, windows: np.ndarray) -> tuple[dict, dict]:
-        """frames [B] (speech frame indices), windows [B, 15, 2, 80] -> (offsets dict, stage seconds)."""
+        """frames [B] (speech frame indices), windows [B, 15, 2, D] -> (offsets dict, stage seconds)."""
         t0 = time.perf_counter()
         atok = self.engines.audio.infer({"audio_window": np.ascontiguousarray(windows, np.float32)})["audio_token"]
         t1 = time.perf_counter()
@@ -269,7 +275,7 @@ class FramePipeline:
 
     # -- both --------------------------------------------------------------------------
     def run_batches(self, state: RenderState, batches):
-        """Iterate (frames [B], windows [B, 15, 2, 80]) batches -> yields frames uint8 [H, W, 3] in order.
+        """Iterate (frames [B], windows [B, 15, 2, D]) batches -> yields frames uint8 [H, W, 3] in order.
 
         With state.overlap the deformation of the next batch runs on the worker thread
         while this batch is rasterized.

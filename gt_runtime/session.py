@@ -1,11 +1,15 @@
 """Streaming session: push PCM audio in any chunk size, pull every frame whose audio window is complete.
 
-All per-stream state lives here (resampler, mel front end, feature history, frame
+All per-stream state lives here (resampler, front-end stream, feature history, frame
 counter, render state); the `Player` it comes from holds only shared immutable data.
 
-Frame t needs the features of frames up to t+6 (docs/MODEL.md: window t-8 .. t+6),
-and feature frame u needs 7.5 ms of audio past its end, so the lookahead is
-6 x 40 ms + 7.5 ms = 247.5 ms (`lookahead_ms`). Frames are rendered in fixed batches
+Frame t needs the features of frames up to t+6 (docs/MODEL.md: window t-8 .. t+6), and
+feature frame u needs some audio past its end: 7.5 ms with the `mel` front end, so the
+lookahead is 6 x 40 ms + 7.5 ms = 247.5 ms (`lookahead_ms`). The `hubert` / `wav2vec2`
+front ends compute fixed blocks (gt_runtime.audio.blocks), so feature frame u waits for
+the rest of its block and the block's right context: with the default 1 s blocks and
+0.2 s right context, 6 x 40 + 960 + 200 + 2.5 = 1402.5 ms (the worst case, for the frame
+whose window ends on the first frame of a block). Frames are rendered in fixed batches
 [kB, (k+1)B) of the speech's frame indices, whatever the chunking, so chunked output
 equals whole-file output exactly. `finish()` ends the speech: the last frames' windows
 are clamped to the speech's last frame, as the whole-file path does.
@@ -17,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from gt_runtime.audio import LOOKAHEAD_SAMPLES, SAMPLE_RATE, MelStream, num_video_frames
+from gt_runtime.audio import SAMPLE_RATE, num_video_frames
 from gt_runtime.audio.io import to_mono
 from gt_runtime.deform_ref import WINDOW_AFTER, WINDOW_BEFORE
 from gt_runtime.errors import InputError
@@ -34,10 +38,11 @@ class Session:
         self._pipe = pipeline
         self.batch = int(batch)
         self.state = pipeline.new_state(overlap)
-        self._mel = MelStream()
+        self._frontend = pipeline.frontend
+        self._audio = self._frontend.stream()  # mel or the model front end's blocks
         self._sr = None
         self._resampler = None
-        self._feats = np.zeros((0, 2, 80), np.float32)
+        self._feats = np.zeros((0, 2, self._frontend.dim), np.float32)
         self._feat_offset = 0         # speech frame index of self._feats[0]
         self._n_feats = 0             # feature frames computed so far
         self._next = 0                # next frame to render
@@ -47,8 +52,16 @@ class Session:
     # -- properties ----------------------------------------------------------------------
     @property
     def lookahead_ms(self) -> float:
-        """Audio that must arrive after a frame's own 40 ms before it can be rendered (ms), batching excluded."""
-        return (WINDOW_AFTER * SAMPLES_PER_FRAME + LOOKAHEAD_SAMPLES) / SAMPLE_RATE * 1000.0
+        """Audio that must arrive after a frame's own 40 ms before it can be rendered (ms), batching excluded.
+
+        The worst case over frames: 247.5 ms with mel; with a block front end it depends on the frame's
+        place in its block, and this is the first frame of a block (gt_runtime.audio.blocks).
+        """
+        return (WINDOW_AFTER * SAMPLES_PER_FRAME + self._frontend.lookahead_samples) / SAMPLE_RATE * 1000.0
+
+    @property
+    def audio_frontend(self) -> str:
+        return self._frontend.name
 
     @property
     def frames_emitted(self) -> int:
@@ -90,7 +103,7 @@ class Session:
 
     def _push16k(self, pcm: np.ndarray) -> None:
         self.samples_16k += pcm.size
-        self._append(self._mel.push(pcm))
+        self._append(self._audio.push(pcm))
 
     def _append(self, feats: np.ndarray) -> None:
         if len(feats):
@@ -105,7 +118,7 @@ class Session:
         if self._resampler is not None:
             self._push16k(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         self._total = num_video_frames(self.samples_16k)
-        self._append(self._mel.finish(self._total))
+        self._append(self._audio.finish(self._total))
         self.state.timings.add("audio_frontend", time.perf_counter() - t0, 0)
 
     # -- frames out ------------------------------------------------------------------------
@@ -133,7 +146,7 @@ class Session:
         return out
 
     def _windows(self, frames: np.ndarray) -> np.ndarray:
-        """Windows of speech frames -> [B, 15, 2, 80], clamped to [0, T-1] (T = total when known)."""
+        """Windows of speech frames -> [B, 15, 2, D], clamped to [0, T-1] (T = total when known)."""
         hi = (self._total if self._total is not None else self._n_feats) - 1
         idx = np.clip(frames[:, None] + np.arange(-WINDOW_BEFORE, WINDOW_AFTER + 1)[None, :], 0, hi) - self._feat_offset
         return self._feats[idx]

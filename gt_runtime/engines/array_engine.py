@@ -73,6 +73,7 @@ class ArrayAudioRunner(Runner):
         super().__init__(f"array-audio-{'numpy' if device == 'cpu' else 'cupy'}")
         self.device = device
         self._weights = weights
+        self.audio_dim = int(weights["audio.net.conv.0.weight"].shape[1])
 
     def activate_impl(self):
         self.xp = get_xp(self.device)

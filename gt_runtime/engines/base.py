@@ -9,7 +9,7 @@ Two graphs are run through runners:
 
 - `deform`: {"tokens": [B, 4, 64], "queries": [N, 64] (optional: the bundle's)} ->
   {"dmu": [B,N,3], "drot": [B,N,4], "dscale": [B,N,3], "dsh": [B,N,3K], "dopacity": [B,N,1]};
-- `audio`:  {"audio_window": [B, 15, 2, 80]} -> {"audio_token": [B, 64]}.
+- `audio`:  {"audio_window": [B, 15, 2, D]} -> {"audio_token": [B, 64]}  (D = the bundle's audio_dim, 80 for mel).
 
 Arrays are numpy on CPU runners and CuPy (device buffers) on GPU runners; a GPU
 runner also accepts numpy inputs and copies them to the device.
@@ -43,6 +43,8 @@ class Runner:
     output_names: tuple = ()
     #: "cpu" or "cuda": where infer's outputs live
     device = "cpu"
+    #: D of "audio_window" [B, 15, 2, D] (the bundle's audio_dim); None: not checked
+    audio_dim = None
 
     def __init__(self, name: str):
         self.name = name
@@ -96,8 +98,11 @@ class Runner:
             raise ValueError(f"{self.name}: input tensor 'tokens' | received shape {tuple(feed['tokens'].shape)} | expected [B, 4, 64]")
         if "queries" in feed and feed["queries"].shape[1] != 64:
             raise ValueError(f"{self.name}: input tensor 'queries' | received shape {tuple(feed['queries'].shape)} | expected [N, 64]")
-        if "audio_window" in feed and tuple(feed["audio_window"].shape[1:]) != (15, 2, 80):
-            raise ValueError(f"{self.name}: input tensor 'audio_window' | received shape {tuple(feed['audio_window'].shape)} | expected [B, 15, 2, 80]")
+        if "audio_window" in feed:
+            shape, d = tuple(feed["audio_window"].shape), self.audio_dim
+            if shape[1:3] != (15, 2) or (d is not None and shape[3] != d):
+                raise ValueError(f"{self.name}: input tensor 'audio_window' | received shape {shape} | expected [B, 15, 2, {d or 'D'}]"
+                                 " (the bundle's audio_dim)")
 
     def infer(self, feed: dict) -> dict:
         """feed name -> array => output name -> array (on `self.device`); times the call."""

@@ -6,7 +6,7 @@
   q0 = queries Wq0^T + bq0 (layer 0's query projection, precomputed once per bundle),
   W_o folded into the token values, and the five head fc1 layers fused into one
   64 -> 640 GEMM. N stays dynamic, so the runner can feed the Gaussians in chunks.
-- `build_audio_onnx`: audio_window [B,15,2,80] -> audio_token [B,64].
+- `build_audio_onnx`: audio_window [B,15,2,D] -> audio_token [B,64] (D = audio_dim, from the weights).
 
 `onnx` is imported lazily (it ships with the `export` extra).
 """
@@ -154,14 +154,15 @@ def layer0_query(weights, queries) -> np.ndarray:
 
 
 def build_audio_onnx(weights):
-    """-> onnx.ModelProto: audio_window [B,15,2,80] -> audio_token [B,64] (docs/MODEL.md, audio.*)."""
+    """-> onnx.ModelProto: audio_window [B,15,2,D] -> audio_token [B,64] (docs/MODEL.md, audio.*; D from audio.net.conv.0)."""
     g = _G()
     onnx = g.onnx
     w = {k: np.asarray(v, np.float32) for k, v in weights.items()}
+    dim = int(w["audio.net.conv.0.weight"].shape[1])
     idx = (np.arange(8)[:, None] + np.arange(8)[None, :]).astype(np.int64)
-    x = g.op("Gather", ["audio_window", g.const(idx)], axis=1)                  # [B, 8, 8, 2, 80]
-    x = g.op("Reshape", [x, g.ints([-1, 16, 80])])                              # [B 8, 16 rows, 80]
-    x = g.op("Transpose", [x], perm=[0, 2, 1])                                  # [B 8, 80, 16] (NCL)
+    x = g.op("Gather", ["audio_window", g.const(idx)], axis=1)                  # [B, 8, 8, 2, D]
+    x = g.op("Reshape", [x, g.ints([-1, 16, dim])])                             # [B 8, 16 rows, D]
+    x = g.op("Transpose", [x], perm=[0, 2, 1])                                  # [B 8, D, 16] (NCL)
 
     def conv(x, name, stride):
         y = g.op("Conv", [x, g.const(w[f"{name}.weight"]), g.const(w[f"{name}.bias"])], kernel_shape=[3], strides=[stride], pads=[1, 1])
@@ -183,7 +184,7 @@ def build_audio_onnx(weights):
     hdn = g.op("Relu", [g.linear(sm, w["audio.mlp.0.weight"], w["audio.mlp.0.bias"])])
     y = g.linear(hdn, w["audio.mlp.2.weight"], w["audio.mlp.2.bias"])
     g.nodes.append(onnx.helper.make_node("Identity", [y], ["audio_token"], name="out_audio_token"))
-    return g.model([_tensor(onnx, "audio_window", ["B", 15, 2, 80])], [_tensor(onnx, "audio_token", ["B", HIDDEN])], "gt_audio_encoder")
+    return g.model([_tensor(onnx, "audio_window", ["B", 15, 2, dim])], [_tensor(onnx, "audio_token", ["B", HIDDEN])], "gt_audio_encoder")
 
 
 def fp16_model(model):

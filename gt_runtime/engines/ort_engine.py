@@ -202,5 +202,7 @@ def audio_runner(bundle, device: str = "cpu", threads: int | None = None) -> Ort
     from gt_runtime.bundle import AUDIO_ONNX
 
     # A tiny graph: one thread, so that its pool never competes with the deform engine's.
-    return OrtRunner(bundle.file(AUDIO_ONNX), f"onnxruntime-audio-{device}", AUDIO_INPUTS, AUDIO_OUTPUTS,
-                     device=device, threads=threads or 1)
+    runner = OrtRunner(bundle.file(AUDIO_ONNX), f"onnxruntime-audio-{device}", AUDIO_INPUTS, AUDIO_OUTPUTS,
+                       device=device, threads=threads or 1)
+    runner.audio_dim = bundle.audio_dim
+    return runner
