@@ -112,7 +112,8 @@ def export_cmd(
     typer.echo(f"wrote {path}")
 
 
-@app.command("preprocess", epilog="Examples: gt preprocess talk.mp4 -o data/may | gt preprocess talk.mov -o data/may --size 256 --detector dlib")
+@app.command("preprocess", epilog="Examples: gt preprocess talk.mp4 -o data/may | gt preprocess talk.mov -o data/may --size 256 --detector dlib"
+             " | gt preprocess talk.mp4 -o data/may --audio-model ~/models/hubert-base-ls960")
 def preprocess_cmd(
     video: Path = typer.Argument(..., help="Video of one person talking to a fixed camera (any container; a few minutes)."),
     out: Path = typer.Option(..., "-o", "--out", help="Dataset directory to create (must not exist or be empty)."),
@@ -120,11 +121,18 @@ def preprocess_cmd(
     fps: int = typer.Option(25, help="Output frame rate (the dataset format needs 25)."),
     detector: str = typer.Option("auto", help="Landmark detector: auto | dlib | mediapipe."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Write preview.mp4 (landmarks and head axes)."),
+    audio_model: Optional[Path] = typer.Option(None, "--audio-model", help="Local transformers HubertModel / Wav2Vec2Model checkpoint directory (config.json + weights; never downloaded): hubert / wav2vec2 features at 50 Hz instead of mel. Adds block + right context to the playback lookahead."),
+    audio_layer: Optional[int] = typer.Option(None, "--audio-layer", help="With --audio-model: hidden_states[K] (0 = encoder input) instead of the last hidden state."),
+    audio_block_ms: float = typer.Option(1000.0, "--audio-block-ms", help="With --audio-model: block core per model call (whole 40 ms frames)."),
+    audio_left_ms: float = typer.Option(500.0, "--audio-left-ms", help="With --audio-model: left context of a block."),
+    audio_right_ms: float = typer.Option(200.0, "--audio-right-ms", help="With --audio-model: right context of a block (lookahead)."),
 ):
     """Turn a talking-head video into an identity dataset: frames, audio features, poses, blink, background, torso."""
     from gt_train.preprocess import PreprocessConfig, preprocess
 
-    path = preprocess(PreprocessConfig(video=video, out_dir=out, size=size, fps=fps, detector=detector, preview=preview))
+    path = preprocess(PreprocessConfig(video=video, out_dir=out, size=size, fps=fps, detector=detector, preview=preview,
+                                       audio_model=audio_model, audio_layer=audio_layer, audio_block_ms=audio_block_ms,
+                                       audio_left_ms=audio_left_ms, audio_right_ms=audio_right_ms))
     typer.echo(f"wrote {path}")
 
 

@@ -4,8 +4,16 @@ Steps (a rich progress display on stderr unless quiet):
 
 1. load the checkpoint (`torch.load(weights_only=True)`) and rebuild the model;
 2. freeze the canonical Gaussians (raw) + per-Gaussian queries, and the MODEL.md weights;
-3. deform.onnx and audio_encoder.onnx (gt_export.onnx_export); deform.fp16.onnx (--fp16),
-   a deform.int8.onnx candidate (--int8); TensorRT's operator check on the TensorRT graphs;
+3. deform.onnx and audio_encoder.onnx (gt_export.onnx_export; the audio window is
+   [B, 15, 2, D], D = model.audio_dim); deform.fp16.onnx (--fp16), a deform.int8.onnx
+   candidate (--int8); TensorRT's operator check on the TensorRT graphs;
+3b. the audio front end: the dataset's (audio_frontend.json; mel when absent) must be the
+   one the checkpoint was trained with. For hubert / wav2vec2 the dataset's
+   audio_frontend.onnx (exported and checked against torch by gt preprocess, error in
+   its audio_frontend.json) is copied into the bundle, and the runtime's front end on
+   that graph must reproduce the dataset's audio_features.npy from its audio.wav (the
+   first FRONTEND_CHECK_FRAMES frames); both errors go into the manifest (`audio.checks`)
+   and the parity table;
 4. write the bundle (gt_runtime.bundle.write_bundle) into a temporary sibling directory,
    with the scene (background plate, torso frames, camera track + blink) at the run's
    working resolution;
@@ -28,9 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from gt_export.config import ExportConfig
-from gt_runtime.bundle import AUDIO_ONNX, ONNX_FILES, Bundle, sha256_file, update_manifest, weight_shapes, write_bundle
+from gt_runtime.bundle import (
+    AUDIO_FRONTEND_ONNX, AUDIO_ONNX, ONNX_FILES, Bundle, sha256_file, update_manifest, weight_shapes, write_bundle,
+)
 from gt_runtime.errors import InputError
 from gt_runtime.staging import commit_dir, staging_dir
+
+
+FRONTEND_CHECK_FRAMES = 250  # 10 s of the dataset's audio through the bundled front end at export
 
 
 class ParityError(InputError):
@@ -85,7 +98,7 @@ class _Steps:
 
 # -- inputs -----------------------------------------------------------------------------
 def _load(cfg: ExportConfig):
-    """-> (model, train config, checkpoint path, checkpoint iteration)."""
+    """-> (model, train config, checkpoint path, checkpoint iteration, the checkpoint's audio front end or None)."""
     from gt_train.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
     from gt_train.config import TrainConfig
     from gt_train.model import GaussianTalker
@@ -107,7 +120,7 @@ def _load(cfg: ExportConfig):
         raise
     except Exception as exc:
         raise InputError(f"{ckpt}: cannot rebuild the model from this checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}) | export a checkpoint written by this gt version") from None
-    return model, tcfg, Path(ckpt), int(ck.get("iteration", -1))
+    return model, tcfg, Path(ckpt), int(ck.get("iteration", -1)), ck.get("audio_frontend")
 
 
 def _dataset_path(cfg: ExportConfig, tcfg) -> Path:
@@ -149,7 +162,7 @@ class _LazyImages(Sequence):
 def _weights(model) -> dict[str, np.ndarray]:
     """MODEL.md parameter names (audio.*, eye.*, view.*, null, deform.*) -> float32 arrays, torch layouts."""
     sd = model.state_dict()
-    shapes = weight_shapes(model.cfg.num_layers, model.cfg.sh_degree, model.cfg.hidden)
+    shapes = weight_shapes(model.cfg.num_layers, model.cfg.sh_degree, model.cfg.hidden, model.cfg.audio_dim)
     out = {}
     for name, shape in shapes.items():
         if name not in sd or tuple(sd[name].shape) != shape:
@@ -238,8 +251,10 @@ def export(cfg: ExportConfig) -> Path:
     try:
         with _Steps(cfg.quiet) as steps:
             with steps.step("load checkpoint"):
-                model, tcfg, ckpt, iteration = _load(cfg)
+                model, tcfg, ckpt, iteration, ck_audio = _load(cfg)
                 ds = load_identity(_dataset_path(cfg, tcfg))
+            with steps.step(f"audio front end: {ds.audio_frontend['name']} (D = {ds.audio_dim})"):
+                audio_meta, audio_files = _audio_frontend(cfg, model, ds, ck_audio, ckpt)
             with steps.step(f"freeze {model.num_gaussians} Gaussians + queries and the deformation weights"):
                 gaussians = model.export_arrays()
                 weights = _weights(model)
@@ -259,8 +274,8 @@ def export(cfg: ExportConfig) -> Path:
                     tmp, gaussians=gaussians, weights=weights, model=mcfg, width=W, height=H, intrinsics=intr,
                     background=_load_image(ds.background_path, "RGB", (W, H)), c2w=ds.c2w[:n_track],
                     blink=ds.blink[:n_track], torso=_LazyImages(ds.torso_paths[:n_track], "RGBA", (W, H)),
-                    onnx={k: v.SerializeToString() for k, v in onnx_files.items()},
-                    exporter_version=_exporter_version(), fps=25, audio_frontend="mel",
+                    onnx={**{k: v.SerializeToString() for k, v in onnx_files.items()}, **audio_files},
+                    exporter_version=_exporter_version(), fps=25, audio_frontend=audio_meta["name"], audio=audio_meta,
                     extra={"export": {"exporter": exporter, "opset": cfg.opset, "versions": _versions(),
                                       "checkpoint": {"name": ckpt.name, "iteration": iteration, "sha256": sha256_file(ckpt)},
                                       "dataset": Path(ds.root).name, "config": cfg.to_dict()},
@@ -273,6 +288,9 @@ def export(cfg: ExportConfig) -> Path:
                     plans[prec] = build_engine(tmp, prec, cfg.trt_max_batch)
             with steps.step("parity vs torch on the val frames"):
                 report, verdicts, ship_int8 = _parity(cfg, model, bundle, ds, (W, H), int8_bytes, plans)
+                if audio_meta.get("checks"):
+                    report["audio_frontend"] = {"name": audio_meta["name"], **audio_meta["checks"]}
+                    verdicts["audio_frontend"] = "ok"
             with steps.step("finalize manifest"):
                 add = []
                 if ship_int8:
@@ -296,6 +314,57 @@ def export(cfg: ExportConfig) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return cfg.out
+
+
+def _audio_frontend(cfg: ExportConfig, model, ds, ck_audio: dict | None, ckpt: Path) -> tuple[dict, dict]:
+    """-> (the manifest's `audio` description, {bundle file: source path}) for the dataset's front end.
+
+    Refuses a dataset whose front end is not the checkpoint's, a model whose audio_dim is not the
+    features' width, and a front-end graph that changed since gt preprocess or does not reproduce
+    the dataset's features (see the module docstring, step 3b).
+    """
+    from gt_runtime.audio import load_audio
+    from gt_runtime.audio.frontend import MEL_META, MODEL_FRONTENDS, frontend_from_meta
+
+    meta = dict(ds.audio_frontend)
+    fix = "export with the dataset the run was trained on (--dataset), or retrain on this one"
+    trained = dict(ck_audio) if ck_audio else dict(MEL_META)
+    for key in ("name", "dim", "onnx_sha256"):
+        if trained.get(key) != meta.get(key) and (key != "onnx_sha256" or meta["name"] in MODEL_FRONTENDS):
+            raise InputError(f"{ds.root}: audio front end {meta.get('name')} (D = {meta.get('dim')}, graph {str(meta.get('onnx_sha256'))[:12]}) "
+                             f"is not the one {ckpt.name} was trained with ({trained.get('name')}, D = {trained.get('dim')}, "
+                             f"graph {str(trained.get('onnx_sha256'))[:12]}) | {fix}")
+    if model.cfg.audio_dim != ds.audio_dim:
+        raise InputError(f"{ckpt}: the model reads audio features of width {model.cfg.audio_dim}, {ds.root} has {ds.audio_dim} | {fix}")
+    if meta["name"] not in MODEL_FRONTENDS:
+        return dict(MEL_META), {}
+    src = Path(ds.root) / meta.get("onnx", AUDIO_FRONTEND_ONNX)
+    if sha256_file(src) != meta.get("onnx_sha256"):
+        raise InputError(f"{src}: the front-end graph changed since gt preprocess wrote it (SHA-256 differs from audio_frontend.json) | re-run gt preprocess --audio-model, then gt train")
+    # The runtime's front end on this graph vs the features the model was trained on, from the same audio.wav.
+    fe = frontend_from_meta(meta, src)
+    pcm, _ = load_audio(ds.audio_path, allow_silent=True)
+    n = min(ds.num_frames, FRONTEND_CHECK_FRAMES)
+    end = fe.spec.window_end(-(-n // fe.spec.frames_per_block) - 1)
+    if end <= pcm.size:
+        got = fe.stream().push(pcm[:end])[:n]  # the blocks of the first n frames, no end padding needed
+    else:
+        got = fe.features(pcm, num_frames=ds.num_frames)[:n]
+    want = np.asarray(ds.audio_features[: len(got)], np.float64)
+    err = np.abs(got - want)
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    check = {"max_abs": float(err.max()) if err.size else 0.0, "mean_abs": float(err.mean()) if err.size else 0.0,
+             "frames": int(len(got)), "gate_max_abs": cfg.fp32_max_abs * max(1.0, scale)}
+    if len(got) < n or check["max_abs"] > check["gate_max_abs"]:
+        raise ParityError(f"{src}: the bundled front end gives features that differ from {ds.root / 'audio_features.npy'} "
+                          f"(max abs {check['max_abs']:.3g} over {len(got)} frames, gate {check['gate_max_abs']:.3g}) | re-run gt preprocess --audio-model, then gt train")
+    out = {k: v for k, v in meta.items() if k not in ("features_s",)}
+    src_info = dict(out.get("source") or {})
+    if "path" in src_info:
+        src_info["path"] = Path(src_info["path"]).name  # a bundle does not carry the exporting machine's paths
+    out["source"] = src_info
+    out["checks"] = {"onnx_vs_torch": meta.get("onnx_vs_torch"), "bundle_vs_dataset": check}
+    return out, {AUDIO_FRONTEND_ONNX: src}
 
 
 def _exporter_version() -> str:

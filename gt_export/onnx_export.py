@@ -2,7 +2,7 @@
 
     deform.onnx         tokens [B, 4, 64], queries [N, 64] -> dmu [B,N,3], drot [B,N,4], dscale [B,N,3],
                         dsh [B,N,3K], dopacity [B,N,1]          (B and N dynamic)
-    audio_encoder.onnx  audio_window [B, 15, 2, 80] -> audio_token [B, 64]   (B dynamic)
+    audio_encoder.onnx  audio_window [B, 15, 2, D] -> audio_token [B, 64]   (B dynamic; D = model.cfg.audio_dim, 80 for mel)
 
 Exporter: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript) at opset >= 18 with
 the weights inside the file (`external_data=False`). If the dynamo exporter fails on this
@@ -44,7 +44,7 @@ def _modules():
             return dmu, drot, dscale, dsh, dopacity
 
     class AudioGraph(nn.Module):
-        """model.audio: audio_window [B,15,2,80] -> audio_token [B,64]."""
+        """model.audio: audio_window [B,15,2,D] -> audio_token [B,64]."""
 
         def __init__(self, audio: nn.Module):
             super().__init__()
@@ -153,11 +153,13 @@ def export_deform(model, opset: int = 18):
 
 
 def export_audio(model, opset: int = 18):
-    """GaussianTalker -> (audio_encoder ModelProto, exporter name). B dynamic."""
+    """GaussianTalker -> (audio_encoder ModelProto, exporter name). B dynamic, D = model.cfg.audio_dim static."""
     torch, _, AudioGraph = _modules()
-    window = torch.randn(_EXAMPLE_B, 15, 2, 80, generator=torch.Generator().manual_seed(1))
+    dim = int(model.cfg.audio_dim)
+    bsz = _EXAMPLE_B if dim != _EXAMPLE_B else _EXAMPLE_B + 2  # B must not be tied to a static dim
+    window = torch.randn(bsz, 15, 2, dim, generator=torch.Generator().manual_seed(1))
     onnx_model, used = _export(AudioGraph(model.audio), (window,), AUDIO_INPUTS, AUDIO_OUTPUTS,
                                {"audio_window": {0: "B"}}, opset)
-    check_io(onnx_model, {"audio_window": ["B", 15, 2, 80]}, {"audio_token": ["B", 64]}, "audio_encoder.onnx")
-    _annotate(onnx_model, "audio_encoder", {"gt.exporter": used})
+    check_io(onnx_model, {"audio_window": ["B", 15, 2, dim]}, {"audio_token": ["B", 64]}, "audio_encoder.onnx")
+    _annotate(onnx_model, "audio_encoder", {"gt.exporter": used, "gt.audio_dim": dim})
     return onnx_model, used

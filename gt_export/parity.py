@@ -30,7 +30,7 @@ class ParityFrames:
     """The frames a parity check runs on (dataset frame index = scene track index)."""
 
     frames: np.ndarray      # [F] int
-    windows: np.ndarray     # [F, 15, 2, 80] float32
+    windows: np.ndarray     # [F, 15, 2, D] float32 (D = audio_dim)
     blink: np.ndarray       # [F] float32
     c2w: np.ndarray         # [F, 4, 4] float32
     ground_truth: np.ndarray | None = None  # [F, H, W, 3] uint8 at the bundle resolution
@@ -181,6 +181,12 @@ def print_table(report: dict, console=None, verdicts: dict | None = None) -> Non
     for col, just in (("engine", "left"), ("output", "left"), ("max abs", "right"), ("mean abs", "right"),
                       ("render PSNR dB (min)", "right"), ("PSNR vs GT dB", "right"), ("status", "left")):
         t.add_column(col, justify=just)
+    fe = report.get("audio_frontend")
+    if fe:
+        for what, c in (("vs torch (at gt preprocess)", fe.get("onnx_vs_torch")), ("vs the dataset's features", fe.get("bundle_vs_dataset"))):
+            if c:
+                t.add_row(f"audio front end ({fe['name']})", what, f"{c['max_abs']:.2e}", f"{c['mean_abs']:.2e}", "", "",
+                          verdicts.get("audio_frontend", ""))
     for label, a in report["audio_encoder"].items():
         t.add_row(label, "audio_token", f"{a['max_abs']:.2e}", f"{a['mean_abs']:.2e}", "", "", verdicts.get(f"audio:{label}", ""))
     if "torch_gt_psnr_db" in report:

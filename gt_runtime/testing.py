@@ -132,7 +132,7 @@ def toy_frontend_meta(spec=None, dim: int = 16, name: str = "hubert") -> dict:
 
     spec = spec or BlockSpec()
     return {"format": META_FORMAT, "version": 1, "name": name, "dim": int(dim), "rows_per_frame": 2, "rate_hz": 50,
-            "onnx": ONNX_NAME, "block": spec.to_dict(), "lookahead_ms": spec.describe()["lookahead_ms"],
+            "onnx": ONNX_NAME, "block": spec.to_dict(), "frontend_lookahead_ms": spec.lookahead_samples / 16.0,
             "source": {"model_type": "toy (gt_runtime.testing)"}}
 
 

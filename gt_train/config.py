@@ -33,6 +33,7 @@ class ModelConfig:
     head_width: int = 128  # the 5 deformation heads: 64 -> 128 -> k
     sh_degree: int = 3  # final SH degree (K = (deg + 1)^2)
     audio_window: int = 15  # per-frame features t-8 .. t+6 (fixed by MODEL.md)
+    audio_dim: int = 80  # D of the audio features [T, 2, D]: 80 = mel; gt train sets it from the dataset
     out_init_gain: float = 0.1  # xavier gain of the last layer of F_can heads and deformation heads
     init_opacity: float = 0.1  # F_can opacity head bias = logit(init_opacity)
 
@@ -40,8 +41,9 @@ class ModelConfig:
         self.triplane_resolutions = tuple(int(r) for r in self.triplane_resolutions)
         if self.hidden != 2 * self.triplane_channels or len(self.triplane_resolutions) != 2:
             raise InputError(f"model config: hidden {self.hidden} must be 2 x triplane_channels ({self.triplane_channels}) with 2 triplane scales")
-        if self.hidden % self.num_heads or not 0 <= self.sh_degree <= 3 or self.audio_window != 15:
-            raise InputError(f"model config: hidden {self.hidden} / heads {self.num_heads}, sh_degree {self.sh_degree} (0..3), audio_window {self.audio_window} (15) | see docs/MODEL.md")
+        if self.hidden % self.num_heads or not 0 <= self.sh_degree <= 3 or self.audio_window != 15 or int(self.audio_dim) < 1:
+            raise InputError(f"model config: hidden {self.hidden} / heads {self.num_heads}, sh_degree {self.sh_degree} (0..3), audio_window {self.audio_window} (15), audio_dim {self.audio_dim} (>= 1) | see docs/MODEL.md")
+        self.audio_dim = int(self.audio_dim)
 
 
 @dataclass
@@ -180,6 +182,7 @@ class TrainConfig:
         mine = self.to_dict()
         flat = lambda d: {**{k: v for k, v in d.items() if k != "model"}, **{f"model.{k}": v for k, v in (d.get("model") or {}).items()}}
         mine, saved = flat(mine), flat(saved)
+        saved.setdefault("model.audio_dim", 80)  # runs from before the key: mel features
         out = []
         for k in sorted(set(mine) | set(saved)):
             if k in self.RESUMABLE_CHANGES:

@@ -29,7 +29,7 @@ class Frame:
     index: int
     image: torch.Tensor  # [H, W, 3] float32 in [0, 1]
     background: torch.Tensor  # [H, W, 3] float32: plate + torso
-    audio: torch.Tensor  # [15, 2, 80]
+    audio: torch.Tensor  # [15, 2, D]
     blink: torch.Tensor  # [] float32
     c2w: torch.Tensor  # [4, 4]
     viewmat: torch.Tensor  # [4, 4] world -> camera
@@ -91,7 +91,8 @@ class TrainData:
         self.landmarks = ds.landmarks * np.array([W / ds.intrinsics.width, H / ds.intrinsics.height], np.float32)
         self.lip_boxes = [lip_box(self.landmarks[t], lip_margin, W, H) for t in range(T)]
         self.mouth_boxes = [mouth_box(self.landmarks[t], W, H) for t in range(T)]
-        self.features = torch.from_numpy(np.ascontiguousarray(ds.audio_features, np.float32))  # [T, 2, 80]
+        self.features = torch.from_numpy(np.ascontiguousarray(ds.audio_features, np.float32))  # [T, 2, D]
+        self.audio_dim = int(self.features.shape[-1])
         self.blink = torch.from_numpy(ds.blink.astype(np.float32))
         self.c2w = torch.from_numpy(ds.c2w.astype(np.float32))
         self.viewmats = torch.linalg.inv(self.c2w)
@@ -104,7 +105,7 @@ class TrainData:
         return len(self.images)
 
     def audio_window(self, t: int) -> torch.Tensor:
-        """-> [15, 2, 80] features of frames t-8 .. t+6 (clamped)."""
+        """-> [15, 2, D] features of frames t-8 .. t+6 (clamped)."""
         return self.features[window_indices(t, self.num_frames)]
 
     def frame(self, t: int) -> Frame:

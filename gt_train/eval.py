@@ -82,7 +82,7 @@ class RunRenderer:
         self.K = self.data.K
 
     def render(self, t: int, window: np.ndarray | None = None, track: int | None = None) -> np.ndarray:
-        """t: dataset frame (pose, blink, background); window [15, 2, 80] overrides its audio."""
+        """t: dataset frame (pose, blink, background); window [15, 2, D] overrides its audio."""
         from gt_train.render import render
 
         torch = self.torch
@@ -186,7 +186,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             mps.append(M.psnr(img[y0:y1, x0:x1], gt[y0:y1, x0:x1]))
             m_r.append(M.mouth_openness(img, data.mouth_boxes[t]))
             m_g.append(M.mouth_openness(gt, data.mouth_boxes[t]))
-        energy = M.audio_energy(data.ds.audio_features)[val]
+        energy = M.audio_energy(data.ds.mel_features())[val]  # loudness from log-mel, whatever the model's front end
         res_val = {"frames": len(val), "psnr": _mean(ps), "ssim": _mean(ss), "lpips": _mean(lps) if lps else None,
                    "mouth_psnr": _mean(mps), "lmd": None,
                    "sync": M.sync_offset(m_r, energy, cfg.max_offset),
@@ -230,7 +230,8 @@ def _cross(r, cfg: EvalConfig, notes: list) -> dict:
     from gt_runtime.scene import pingpong
 
     pcm, sr = load_audio(cfg.cross)
-    feats = mel_features(pcm, sr)
+    feats = r.data.ds.audio_frontend_runner().features(pcm, sr)  # the model's front end (mel or hubert / wav2vec2)
+    mel = mel_features(pcm, sr, num_frames=len(feats))
     T = len(feats)
     if T > cfg.max_cross_frames:
         notes.append(f"cross: only the first {cfg.max_cross_frames} of {T} frames are evaluated")
@@ -243,7 +244,7 @@ def _cross(r, cfg: EvalConfig, notes: list) -> dict:
         tr = int(pingpong(t, n_track))
         img = r.render(tr, window=win, track=tr)
         mouth.append(M.mouth_openness(img, data.mouth_boxes[min(tr, data.num_frames - 1)]))
-    energy = M.audio_energy(feats[:T])
+    energy = M.audio_energy(mel[:T])
     return {"speech": str(cfg.cross), "frames": T, "sync": M.sync_offset(mouth, energy, cfg.max_offset)}
 
 

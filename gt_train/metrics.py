@@ -115,7 +115,7 @@ def mouth_openness(img, box: tuple[int, int, int, int]) -> float:
 
 
 def audio_energy(feats: np.ndarray) -> np.ndarray:
-    """feats [T, 2, 80] (`mel` front end, log-mel) -> [T] mean log-mel energy per video frame."""
+    """feats [T, 2, 80] (`mel` front end, log-mel; IdentityDataset.mel_features() for any dataset) -> [T] mean log-mel energy per video frame."""
     f = np.asarray(feats, np.float64)
     return f.reshape(f.shape[0], -1).mean(-1)
 

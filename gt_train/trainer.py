@@ -37,6 +37,24 @@ from gt_train.render import backend_for, render
 KEEP_CHECKPOINTS = 3  # older periodic checkpoints are deleted (the final one always stays)
 
 
+def with_dataset_audio(cfg: TrainConfig) -> TrainConfig:
+    """-> cfg with model.audio_dim = D of the dataset's audio_features.npy [T, 2, D] (80 = mel).
+
+    Only the array header is read; a missing or broken dataset is left for TrainData to report.
+    """
+    from dataclasses import replace
+
+    path = Path(cfg.data) / "audio_features.npy"
+    try:
+        feats = np.load(path, mmap_mode="r", allow_pickle=False)
+        dim = int(feats.shape[-1]) if feats.ndim == 3 else None
+    except (OSError, ValueError):
+        dim = None
+    if dim is None or dim == cfg.model.audio_dim:
+        return cfg
+    return replace(cfg, model=replace(cfg.model, audio_dim=dim))
+
+
 def exp_lr(init: float, final: float, step: int, total: int) -> float:
     """Log-linear decay from init (step 0) to final (step total)."""
     if total <= 0 or init <= 0 or final <= 0:
@@ -65,6 +83,7 @@ class Trainer:
     """Holds the model, data, optimizer and logs of one run. `run()` trains to the end (or resumes)."""
 
     def __init__(self, cfg: TrainConfig, callback: Callable[[dict], None] | None = None):
+        cfg = with_dataset_audio(cfg)  # model.audio_dim = D of the dataset's audio features (before the resume check)
         self.cfg = cfg
         self.callback = callback
         self.run_dir = Path(cfg.out)
@@ -73,6 +92,8 @@ class Trainer:
         ck = self._check_resume()
         seed_everything(cfg.seed)
         self.data = TrainData(cfg.data, cfg.resolution, cfg.lip_margin, self.device, quiet=self.quiet)
+        if self.data.audio_dim != cfg.model.audio_dim:  # pragma: no cover - the file changed since with_dataset_audio
+            raise InputError(f"{cfg.data}: audio features have width {self.data.audio_dim}, the model {cfg.model.audio_dim} | re-run gt train")
         self.W, self.H = self.data.width, self.data.height
         self.K = self.data.K.to(self.device)
         self.extent = self.data.scene_extent()
@@ -240,7 +261,7 @@ class Trainer:
     # ---- validation ----------------------------------------------------------------------------
     @torch.no_grad()
     def render_val(self, t: int, canonical_only: bool = False, audio: torch.Tensor | None = None) -> torch.Tensor:
-        """Render frame t (deformed unless canonical_only; audio [15, 2, 80] overrides the frame's window) -> [H, W, 3]."""
+        """Render frame t (deformed unless canonical_only; audio [15, 2, D] overrides the frame's window) -> [H, W, 3]."""
         self.model.eval()
         f = self.data.frame(t)
         if audio is not None:
@@ -281,6 +302,7 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.opt.state_dict() if self.opt is not None else None, "opt_stage": self.opt_stage,
             "config": self.cfg.to_dict(), "torch_rng": torch.get_rng_state(),
+            "audio_frontend": dict(self.data.ds.audio_frontend),  # what made the features (gt export bundles it)
             "densify_stats": [self.model.gaussians.grad_accum.cpu(), self.model.gaussians.grad_count.cpu()],
             "history": self.history,
         })

@@ -124,7 +124,7 @@ def _loudest_val(data) -> int:
     from gt_train.metrics import audio_energy
 
     val = np.asarray(data.val_idx)
-    return int(val[np.argmax(audio_energy(data.ds.audio_features)[val])])
+    return int(val[np.argmax(audio_energy(data.ds.mel_features())[val])])
 
 
 def box_means(m: np.ndarray, alpha: np.ndarray, box) -> tuple[float, float]:

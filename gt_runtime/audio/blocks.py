@@ -119,7 +119,7 @@ class BlockSpec:
 
     def describe(self) -> dict:
         return {**self.to_dict(), "window_samples": self.window_samples,
-                "lookahead_ms": self.lookahead_samples / SAMPLE_RATE * 1000.0,
+                "frontend_lookahead_ms": self.lookahead_samples / SAMPLE_RATE * 1000.0,
                 "block_ms": self.block_rows * 20, "left_ms": self.left_rows * 20, "right_ms": self.right_rows * 20}
 
 

@@ -4,7 +4,11 @@ One directory per identity, T frames at 25 fps:
 
     frames/NNNNN.jpg      RGB, W x H
     audio.wav             16 kHz mono PCM, T / 25 s
-    audio_features.npy    [T, 2, 80] float32, the `mel` front end (gt_runtime.audio)
+    audio_features.npy    [T, 2, D] float32 from the dataset's audio front end (gt_runtime.audio):
+                          `mel` (D = 80) unless audio_frontend.json says otherwise
+    audio_frontend.json   optional: the front end (`mel`, or `hubert` / `wav2vec2` with D = the
+                          model's hidden size, its block geometry and source checkpoint)
+    audio_frontend.onnx   the hubert / wav2vec2 front end's graph (gt_runtime.audio.frontend)
     transforms.json       intrinsics + per-frame camera-to-world 4x4 (OpenCV axes)
     blink.npy             [T] float32 in [0, 1], 1 = eyes closed
     background.jpg        the scene without the person, W x H
@@ -31,7 +35,7 @@ FORMAT = "gt-identity"
 VERSION = 1
 FPS = 25
 N_LANDMARKS = 68
-FEATURE_SHAPE = (2, 80)
+FEATURE_ROWS = 2  # audio feature rows per video frame (50 Hz)
 # iBUG-68 index ranges used by losses and metrics.
 MOUTH = slice(48, 68)
 INNER_LIPS = slice(60, 68)
@@ -68,7 +72,7 @@ class IdentityDataset:
     c2w: np.ndarray  # [T, 4, 4] float32 camera-to-world, OpenCV axes
     frame_paths: list[Path]
     torso_paths: list[Path]
-    audio_features: np.ndarray  # [T, 2, 80] float32
+    audio_features: np.ndarray  # [T, 2, D] float32 (D = audio_frontend["dim"], 80 for mel)
     blink: np.ndarray  # [T] float32
     landmarks: np.ndarray  # [T, 68, 2] float32
     points_init: np.ndarray  # [P, 3] float32
@@ -78,10 +82,35 @@ class IdentityDataset:
     background_path: Path
     audio_path: Path
     ground_truth: dict = field(default_factory=dict)
+    audio_frontend: dict = field(default_factory=lambda: {"name": "mel", "dim": 80})  # gt_runtime.audio.frontend description
 
     @property
     def num_frames(self) -> int:
         return len(self.frame_paths)
+
+    @property
+    def audio_dim(self) -> int:
+        return int(self.audio_features.shape[-1])
+
+    def mel_features(self) -> np.ndarray:
+        """[T, 2, 80] `mel` features of audio.wav (the audio features themselves when the front end is mel).
+
+        Metrics that read loudness from log-mel (gt_train.metrics.audio_energy) use these whatever the front end.
+        """
+        if self.audio_frontend.get("name", "mel") == "mel":
+            return self.audio_features
+        if getattr(self, "_mel", None) is None:
+            from gt_runtime.audio import load_audio, mel_features
+
+            pcm, sr = load_audio(self.audio_path, allow_silent=True)
+            self._mel = mel_features(pcm, sr, num_frames=self.num_frames)
+        return self._mel
+
+    def audio_frontend_runner(self, threads: int | None = None):
+        """The front end that made audio_features.npy (gt_runtime.audio.frontend): features of other speech for this model."""
+        from gt_runtime.audio.frontend import for_dataset
+
+        return for_dataset(self.root, threads)
 
     def viewmat(self, t: int) -> np.ndarray:
         """-> [4, 4] world -> camera of frame t."""
@@ -253,7 +282,10 @@ def load_identity(root: str | Path, check_images: str = "sample") -> IdentityDat
 
     audio_path = root / "audio.wav"
     _check_audio(audio_path, T)
-    feats = _load_npy(root / "audio_features.npy", FEATURE_SHAPE, T=T)
+    from gt_runtime.audio.frontend import read_dataset_meta
+
+    frontend = read_dataset_meta(root)
+    feats = _load_npy(root / "audio_features.npy", (FEATURE_ROWS, frontend["dim"]), T=T)
     blink = _load_npy(root / "blink.npy", (), T=T)
     if blink.min() < 0 or blink.max() > 1:
         raise _fail(root / "blink.npy", f"values in [{blink.min():.3g}, {blink.max():.3g}] | expected [0, 1]")
@@ -265,7 +297,7 @@ def load_identity(root: str | Path, check_images: str = "sample") -> IdentityDat
         with np.load(root / "ground_truth.npz", allow_pickle=False) as z:
             gt = {k: z[k] for k in z.files}
     return IdentityDataset(root, intr, c2w, frame_paths, torso_paths, feats, blink, lms, xyz, rgb,
-                           train_idx, val_idx, bg, audio_path, gt)
+                           train_idx, val_idx, bg, audio_path, gt, frontend)
 
 
 def _check_audio(path: Path, T: int) -> None:

@@ -4,7 +4,7 @@ State names: `gaussians.means`, `triplane.*`, `fcan.*`, `query_norm.*` (training
 `TRAINING_ONLY`; the bundle stores their result), and, exactly as MODEL.md, `audio.*`, `eye.*`, `view.*`, `null`, `deform.*`.
 
 Pieces the exporter traces separately:
-    tokens = model.forward_tokens(audio_window [B, 15, 2, 80], blink [B], c2w [B, 4, 4])  # [B, 4, 64]
+    tokens = model.forward_tokens(audio_window [B, 15, 2, D], blink [B], c2w [B, 4, 4])  # [B, 4, 64], D = cfg.audio_dim
     dmu, drot, dscale, dsh, dopacity, attn = model.deform(tokens, queries [N, 64])
     arrays = model.export_arrays()  # frozen canonical Gaussians + queries, numpy
 """
@@ -72,7 +72,7 @@ class GaussianTalker(nn.Module):
         # LayerNorm of the triplane feature: the raw features are small (|f| ~ 0.5), which leaves the attention
         # logits near 0 and the softmax uniform; normalised queries give W_q / W_k a signal to learn from
         self.query_norm = nn.LayerNorm(d, eps=1e-5)
-        self.audio = AudioEncoder(d)
+        self.audio = AudioEncoder(d, audio_dim=cfg.audio_dim)
         self.eye = token_mlp(9, d)
         self.view = token_mlp(12, d)
         self.null = nn.Parameter(torch.randn(d) * 0.1)
@@ -105,7 +105,7 @@ class GaussianTalker(nn.Module):
 
     # ---- tokens and deformation ---------------------------------------------------------
     def forward_tokens(self, audio_window: torch.Tensor, blink: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
-        """audio_window [B, 15, 2, 80], blink [B], c2w [B, 4, 4] -> tokens [B, 4, 64] (audio, eye, view, null)."""
+        """audio_window [B, 15, 2, D], blink [B], c2w [B, 4, 4] -> tokens [B, 4, 64] (audio, eye, view, null)."""
         a = self.audio(audio_window)
         e = self.eye(eye_encoding(blink))
         v = self.view(view_encoding(c2w))

@@ -1,8 +1,9 @@
 """Condition tokens, each [B, 64], in the order audio, eye, view, null (docs/MODEL.md).
 
-`AudioEncoder` (state names `audio.*`) takes the 15-frame window of per-frame mel
-features `feats[t-8 .. t+6]` [B, 15, 2, 80]: AudioNet encodes the 8 frames u = t-4 .. t+3,
-each from its own 8-frame window `feats[u-4 .. u+3]` (16 mel rows), AudioAttNet
+`AudioEncoder` (state names `audio.*`) takes the 15-frame window of per-frame audio
+features `feats[t-8 .. t+6]` [B, 15, 2, D] (D = audio_dim: 80 mel bins, or the hidden size
+of a hubert / wav2vec2 front end): AudioNet encodes the 8 frames u = t-4 .. t+3,
+each from its own 8-frame window `feats[u-4 .. u+3]` (16 rows), AudioAttNet
 weights the 8 codes, and an MLP maps the smoothed code to the audio token.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ def window_indices(t: int, T: int) -> list[int]:
 
 
 class AudioNet(nn.Module):
-    """x [M, 80, 16] (mel bins x rows) -> code [M, 32]."""
+    """x [M, D, 16] (features x rows; D = 80 mel bins by default) -> code [M, 32]."""
 
     def __init__(self, dim_in: int = 80, dim_code: int = 32):
         super().__init__()
@@ -56,11 +57,12 @@ class AudioAttNet(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """window [B, 15, 2, 80] -> audio token [B, 64]. State: audio.net.*, audio.att.*, audio.mlp.*"""
+    """window [B, 15, 2, D] -> audio token [B, 64]. State: audio.net.*, audio.att.*, audio.mlp.*"""
 
-    def __init__(self, dim_out: int = 64, dim_code: int = 32, n_mels: int = 80):
+    def __init__(self, dim_out: int = 64, dim_code: int = 32, audio_dim: int = 80):
         super().__init__()
-        self.net = AudioNet(n_mels, dim_code)
+        self.audio_dim = audio_dim
+        self.net = AudioNet(audio_dim, dim_code)
         self.att = AudioAttNet(dim_code)
         self.mlp = nn.Sequential(nn.Linear(dim_code, 64), nn.ReLU(), nn.Linear(64, dim_out))
         # He init, zero bias: PyTorch's default init shrinks the signal ~2.5x per layer, and over the 8 layers
@@ -73,7 +75,7 @@ class AudioEncoder(nn.Module):
 
     def forward(self, window: torch.Tensor, return_weights: bool = False):
         B, W, R, M = window.shape
-        assert (W, R) == (WINDOW, 2), window.shape
+        assert (W, R, M) == (WINDOW, 2, self.audio_dim), window.shape
         # code i (frame u = t-4+i) reads window rows i .. i+7 (frames u-4 .. u+3)
         subs = torch.stack([window[:, i:i + SUB] for i in range(SUB)], 1)  # [B, 8, 8, 2, M]
         x = subs.reshape(B * SUB, SUB * R, M).transpose(1, 2)  # [B*8, M, 16]

@@ -8,8 +8,9 @@ face on a sample of frames and fix one square crop for the clip, landmarks per f
 the working resolution (landmarks: dlib or MediaPipe behind `LandmarkDetector`), gaps
 interpolated, head pose by PnP against MediaPipe's canonical face (pose), blink from the
 eye aspect ratio (blink), background plate and torso images (background), the fitted
-face (warped to the landmarks) + a head shell as points_init.ply, mel audio features, split, transforms.json, and
-preview.mp4. Heavy optional packages (dlib, mediapipe) are imported when used.
+face (warped to the landmarks) + a head shell as points_init.ply, audio features (mel, or a local HuBERT /
+wav2vec 2.0 checkpoint with `audio_model=PATH`: audio_model.py), split, transforms.json, and preview.mp4.
+Heavy optional packages (dlib, mediapipe, transformers) are imported when used.
 """
 from gt_train.preprocess.config import PreprocessConfig
 

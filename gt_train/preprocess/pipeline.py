@@ -11,6 +11,11 @@ Passes over the video (each with a progress bar):
 3. fits: head pose (pose.py), blink (blink.py), background (background.py), points;
 4. torso/*.png and preview.mp4 (landmarks and the head's axes over the frames).
 
+Audio features come from the `mel` front end, or with cfg.audio_model from a local
+HuBERT / wav2vec 2.0 checkpoint exported to audio_frontend.onnx in the dataset
+(gt_train.preprocess.audio_model); audio_frontend.json records which. The checkpoint is
+checked (files only) before any video is read.
+
 Everything is written into a hidden sibling directory that is renamed to out_dir at the
 end, so a failure leaves nothing half-written.
 """
@@ -24,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gt_runtime.errors import InputError
+from gt_runtime.errors import InputError, require
 from gt_runtime.staging import commit_dir, require_empty_dir, staging_dir
 from gt_train.preprocess.config import PreprocessConfig
 
@@ -105,7 +110,21 @@ def _check(cfg: PreprocessConfig) -> Path:
         raise InputError(f"fps {cfg.fps}: unsupported | the identity format and the mel front end run at 25 fps")
     if not 64 <= int(cfg.size) <= 2048:
         raise InputError(f"size {cfg.size}: out of range | expected 64..2048 pixels")
+    check_audio_model(cfg)
     return out
+
+
+def check_audio_model(cfg: PreprocessConfig) -> None:
+    """Refuse a bad --audio-model before any work (files only; transformers must be importable)."""
+    acfg = cfg.audio_config()
+    if acfg is None:
+        return
+    from gt_train.preprocess.audio_model import inspect_checkpoint
+
+    acfg.spec()
+    inspect_checkpoint(acfg.model, acfg.layer)
+    require("torch", "train")
+    require("transformers", "audio")
 
 
 def _write_jpg(path: Path, img: np.ndarray) -> None:
@@ -168,7 +187,7 @@ def preprocess(cfg: PreprocessConfig) -> Path:
     """Video -> identity dataset in cfg.out_dir (see the module docstring) -> the directory."""
     from PIL import Image
 
-    from gt_runtime.audio import mel_features, write_wav
+    from gt_runtime.audio import write_wav
     from gt_train.data.format import default_split, frame_name, write_ply_points
     from gt_train.preprocess import background as bgm
     from gt_train.preprocess import pose as posem
@@ -257,7 +276,14 @@ def preprocess(cfg: PreprocessConfig) -> Path:
             _warn(msg)
             warnings_.append(msg)
         write_wav(tmp / "audio.wav", pcm, 16000)
-        np.save(tmp / "audio_features.npy", mel_features(pcm, 16000, num_frames=T).astype(np.float32))
+        import soundfile as sf
+
+        from gt_train.preprocess.audio_model import write_audio_features
+
+        # Features of the audio as stored (16-bit), so that audio.wav -> front end reproduces them exactly.
+        pcm = sf.read(str(tmp / "audio.wav"), dtype="float32")[0].reshape(-1)
+
+        audio_meta = write_audio_features(tmp, pcm, T, cfg.audio_config(), progress=show)
         np.save(tmp / "blink.npy", blink)
         np.save(tmp / "landmarks.npy", lms.astype(np.float32))
 
@@ -300,6 +326,7 @@ def preprocess(cfg: PreprocessConfig) -> Path:
         (tmp / "split.json").write_text(json.dumps(default_split(T)))
         (tmp / "preprocess.json").write_text(json.dumps({
             "config": cfg.to_json(), "detector": detector.name, "source": {"width": W, "height": H, "frames_25fps": T},
+            "audio_frontend": {k: audio_meta[k] for k in ("name", "dim") if k in audio_meta},
             "crop": {"x0": x0, "y0": y0, "side": side, "scale": sc}, "focal_px": fit["f"],
             "reprojection_rms_px": float(np.median(fit["rms"])), "interpolated_frames": runs, "warnings": warnings_,
             "head_frame": "metres, x right, y down, z away from the camera, origin ~10 cm behind the face between the eyes (MediaPipe canonical face)",
