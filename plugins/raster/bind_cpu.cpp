@@ -124,13 +124,13 @@ std::unique_ptr<PyRasterState> make_state(farray means, farray quats, farray sca
     return s;
 }
 
-farray run_forward(PyRasterState& s)
+farray run_forward(PyRasterState& s, bool for_backward)
 {
     farray image({(py::ssize_t)s.in.height, (py::ssize_t)s.in.width, (py::ssize_t)3});
     float* out = image.mutable_data();
     {
         py::gil_scoped_release release;
-        gt::raster_forward_cpu(s.in, out, s.st);
+        gt::raster_forward_cpu(s.in, out, s.st, for_backward);
     }
     return image;
 }
@@ -163,7 +163,7 @@ PYBIND11_MODULE(_raster_cpu, m)
         [](farray means, farray quats, farray scales, farray opacities, farray colors, farray viewmat, farray K,
            int width, int height, py::object background) {
             auto s = make_state(means, quats, scales, opacities, colors, viewmat, K, width, height, background);
-            return run_forward(*s);
+            return run_forward(*s, false);
         },
         py::arg("means"), py::arg("quats"), py::arg("scales"), py::arg("opacities"), py::arg("colors"),
         py::arg("viewmat"), py::arg("K"), py::arg("width"), py::arg("height"), py::arg("background") = py::none(),
@@ -174,7 +174,7 @@ PYBIND11_MODULE(_raster_cpu, m)
         [](farray means, farray quats, farray scales, farray opacities, farray colors, farray viewmat, farray K,
            int width, int height, py::object background) {
             auto s = make_state(means, quats, scales, opacities, colors, viewmat, K, width, height, background);
-            farray image = run_forward(*s);
+            farray image = run_forward(*s, true);
             return py::make_tuple(image, py::cast(std::move(s)));
         },
         py::arg("means"), py::arg("quats"), py::arg("scales"), py::arg("opacities"), py::arg("colors"),

@@ -487,11 +487,16 @@ GT_HD void gt_sh_to_color(int degree, const float* dir, const float* coeffs, flo
     }
     gt_sh_basis(degree, dir_n, basis);
     int K = (degree + 1) * (degree + 1);
-    for (int c = 0; c < 3; ++c) {
-        float s = 0.f;
-        for (int k = 0; k < K; ++k) s += basis[k] * coeffs[k * 3 + c];
-        rgb[c] = fmaxf(s + 0.5f, 0.f);
+    // one pass over the [K, 3] rows (contiguous reads); each channel still sums k = 0..K-1 in order
+    float s0 = 0.f, s1 = 0.f, s2 = 0.f;
+    for (int k = 0; k < K; ++k) {
+        s0 += basis[k] * coeffs[k * 3 + 0];
+        s1 += basis[k] * coeffs[k * 3 + 1];
+        s2 += basis[k] * coeffs[k * 3 + 2];
     }
+    rgb[0] = fmaxf(s0 + 0.5f, 0.f);
+    rgb[1] = fmaxf(s1 + 0.5f, 0.f);
+    rgb[2] = fmaxf(s2 + 0.5f, 0.f);
 }
 
 // VJP of gt_sh_to_color: v_rgb [3] -> v_coeffs [K, 3] (+=), v_dir [3] (+=, skipped if nullptr).

@@ -191,7 +191,7 @@ void splat_tiles(const Splat& s, float radius, int tiles_x, int tiles_y, int& x0
 
 }  // namespace
 
-void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st)
+void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, bool for_backward)
 {
     const int N = in.N, W = in.width, H = in.height;
     const float fx = in.K[0], fy = in.K[4], cx = in.K[2], cy = in.K[5];
@@ -311,8 +311,11 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st)
     // 4. blend, one tile per task, heaviest first
     st.kernels = raster_cpu_select_isa();
     const TileKernels* kern = st.kernels;
-    st.T_final.resize((size_t)W * H);
-    st.n_contrib.resize((size_t)W * H);
+    st.for_backward = for_backward;
+    if (for_backward) {
+        st.T_final.resize((size_t)W * H);
+        st.n_contrib.resize((size_t)W * H);
+    }
     const Splat* splats = st.sorted.data();
     tiles_by_load(st.tile_offsets, st.tile_order);
     const int32_t* tile_order = st.tile_order.data();
@@ -328,18 +331,23 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st)
         for (int r = 0; r < th; ++r) {
             const int64_t pix = (int64_t)(ty0 + r) * W + tx0;
             for (int b = 0; b < tw * 3 * 4; b += 64) prefetch_w((const char*)(image + pix * 3) + b);
-            prefetch_w(&st.T_final[pix]);
-            prefetch_w(&st.n_contrib[pix]);
+            if (for_backward) {
+                prefetch_w(&st.T_final[pix]);
+                prefetch_w(&st.n_contrib[pix]);
+            }
         }
-        kern->forward(splats, st.tile_ids.data() + start, end - start, tx0, ty0, tw, th, T, C, last);
+        kern->forward(splats, st.tile_ids.data() + start, end - start, tx0, ty0, tw, th, T, C,
+                      for_backward ? last : nullptr);
         for (int r = 0; r < th; ++r)
             for (int l = 0; l < tw; ++l) {
                 const int p = r * kTile + l;
                 const int64_t pix = (int64_t)(ty0 + r) * W + tx0 + l;
                 const float* bg = bg_at(in, pix);
                 for (int c = 0; c < 3; ++c) image[pix * 3 + c] = C[c * kTilePix + p] + T[p] * bg[c];
-                st.T_final[pix] = T[p];
-                st.n_contrib[pix] = last[p];
+                if (for_backward) {
+                    st.T_final[pix] = T[p];
+                    st.n_contrib[pix] = last[p];
+                }
             }
     }
     GT_TOC("blend", t3)

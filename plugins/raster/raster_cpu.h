@@ -38,6 +38,7 @@ struct RasterState {
     std::vector<Splat> sorted;          // [V] splats[order[j]]: tile lists read these in increasing j
     std::vector<int32_t> tile_offsets;  // [tiles + 1] into tile_ids
     std::vector<int32_t> tile_ids;      // [n_isects] depth ranks j (index into order / sorted), front to back per tile
+    bool for_backward = false;          // T_final and n_contrib were filled
     std::vector<float> T_final;         // [H, W] transmittance after the last contributor
     std::vector<int32_t> n_contrib;     // [H, W] 1 + index (in the tile list) of the last contributor; 0 = none
     std::vector<int32_t> tile_order;    // [tiles] tiles by decreasing list length (scheduling order)
@@ -73,8 +74,9 @@ std::vector<std::string> raster_cpu_isas();
 // GT_RASTER_ISA=generic|avx2|avx512 (read on every call; other values are ignored).
 const TileKernels* raster_cpu_select_isa();
 
-// Renders image [H, W, 3] and fills state (which must outlive a later backward call).
-void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& state);
+// Renders image [H, W, 3] and fills state. for_backward = false (playback) skips what only backward
+// reads (T_final, n_contrib); such a state must not be passed to backward.
+void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& state, bool for_backward = true);
 
 // Gradients of sum(v_image * image) w.r.t. every input (same inputs as forward).
 void raster_backward_cpu(const RasterInputs& in, const RasterState& state, const float* v_image, RasterGrads& grads);

@@ -38,7 +38,8 @@ struct TileBwdIn {
 struct TileKernels {
     const char* name;  // "avx512", "avx2", "generic"
     // Front to back over ids [count] (depth order) for the tile at pixel (tx0, ty0) of size tw x th.
-    // Writes T [kTilePix], C [3][kTilePix] (premultiplied colour), last [kTilePix] (0 = no contributor).
+    // Writes T [kTilePix], C [3][kTilePix] (premultiplied colour) and, unless last is nullptr,
+    // last [kTilePix] (0 = no contributor).
     void (*forward)(const Splat* splats, const int32_t* ids, int32_t count, int tx0, int ty0, int tw, int th,
                     float* T, float* C, int32_t* last);
     // Back to front over each pixel's contributors; adds the tile's kSplatGrads grads of Gaussian g to

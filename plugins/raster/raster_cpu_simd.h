@@ -8,7 +8,7 @@
 // linkage: the files are compiled with different -m flags, so no inline code may be shared through
 // the linker (check: `nm -C` of raster_cpu_avx512.o defines only gt::tile_kernels_avx512).
 //
-// Arithmetic: sigma as gt_sigma, exp by a Cephes expf polynomial (~1 ulp); the AVX variants fuse
+// Arithmetic: sigma as gt_sigma, exp by a degree-5 polynomial (< 6e-7 relative); the AVX variants fuse
 // multiply-adds, so their images differ from the generic variant by float rounding (~1e-7). Within
 // a variant forward and backward run the same code, so their alpha decisions are identical.
 #pragma once
@@ -217,26 +217,23 @@ static_assert(kTile == GT_TILE && kChunks * kLanes == kTile, "tile rows must spl
 // Shared math
 ///////////////////////////////
 
-// exp(x) for x <= 0: Cephes' expf polynomial (~1 ulp). x is clamped to [-87, 0] first (NaN -> -87),
-// so every lane, masked off or not, gets a finite result (the backward multiplies masked lanes by 0)
-// and the generic variant's int conversions stay defined.
-GT_INLINE VF exp_neg(VF x)
+// exp(-sigma) for sigma >= 0, as 2^t with t = -sigma log2(e) = n + f (n integer, |f| <= 1/2) and a degree-5
+// minimax polynomial for 2^f (relative error 1.9e-7 in float; with t's rounding, < 6e-7 overall).
+// t is clamped to [-126, 0] first (NaN -> -126), so every lane, masked off or not, gets a finite
+// result (the backward multiplies masked lanes by 0) and the generic variant's int conversions stay defined.
+GT_INLINE VF exp_neg_sigma(VF sigma)
 {
-    x = vmax(x, vset(-87.f));
-    x = vmin(x, vset(0.f));
-    const VF nf = vfloor(vmadd(x, vset(1.44269504088896341f), vset(0.5f)));
-    x = vnmadd(nf, vset(0.693359375f), x);
-    x = vnmadd(nf, vset(-2.12194440e-4f), x);
-    const VF z = x * x;
-    VF y = vset(1.9875691500e-4f);
-    y = vmadd(y, x, vset(1.3981999507e-3f));
-    y = vmadd(y, x, vset(8.3334519073e-3f));
-    y = vmadd(y, x, vset(4.1665795894e-2f));
-    y = vmadd(y, x, vset(1.6666665459e-1f));
-    y = vmadd(y, x, vset(5.0000001201e-1f));
-    y = vmadd(y, z, x);
-    y = y + vset(1.f);
-    return y * vpow2(nf);
+    VF t = sigma * vset(-1.44269504088896341f);
+    t = vmax(t, vset(-126.f));
+    t = vmin(t, vset(0.f));
+    const VF n = vfloor(t + vset(0.5f));
+    const VF f = t - n;
+    VF p = vmadd(vset(1.326472731e-3f), f, vset(9.671512991e-3f));
+    p = vmadd(p, f, vset(5.550733581e-2f));
+    p = vmadd(p, f, vset(2.402224243e-1f));
+    p = vmadd(p, f, vset(6.931470037e-1f));
+    p = vmadd(p, f, vset(1.f));
+    return p * vpow2(n);
 }
 
 // Pixels [lo, hi] (tile-relative, clamped to [0, n - 1]) of one axis whose centres may lie within
@@ -293,8 +290,11 @@ GT_INLINE int ctz32(uint32_t x)  // index of the lowest set bit, x != 0
 // Forward: front to back, Gaussian-major over the tile's row chunks, per-lane early stop
 ///////////////////////////////
 
-void forward_tile(const Splat* splats, const int32_t* ids, int32_t count, int tx0, int ty0, int tw, int th, float* T,
-                  float* C, int32_t* last)
+// kLast: also record each pixel's last contributor (training's backward needs it; playback does not,
+// and the masked store costs ~7 % of the blend).
+template <bool kLast>
+void forward_tile_impl(const Splat* splats, const int32_t* ids, int32_t count, int tx0, int ty0, int tw, int th,
+                       float* T, float* C, int32_t* last)
 {
     const VF one = vset(1.f), zero = vset(0.f);
     const uint32_t all = (1u << kLanes) - 1u;
@@ -308,7 +308,7 @@ void forward_tile(const Splat* splats, const int32_t* ids, int32_t count, int tx
             vstore(C + 2 * kTilePix + p, zero);
             done[r][c] = vm_from_bits(r < th ? outside_bits(c, tw) : all);
         }
-    memset(last, 0, sizeof(int32_t) * kTilePix);
+    if (kLast) memset(last, 0, sizeof(int32_t) * kTilePix);
     auto row_done = [&](int r) {
         for (int c = 0; c < kChunks; ++c)
             if (!vm_all(done[r][c])) return false;
@@ -317,6 +317,8 @@ void forward_tile(const Splat* splats, const int32_t* ids, int32_t count, int tx
     int row_lo = 0, row_hi = th - 1;  // rows with a pixel still open
     VF px[kChunks];
     for (int c = 0; c < kChunks; ++c) px[c] = pixel_centres(tx0 + c * kLanes);
+    float py[kTile];  // row centres y + 0.5
+    for (int r = 0; r < kTile; ++r) py[r] = (float)(ty0 + r) + 0.5f;
     const VF half = vset(0.5f), max_alpha = vset(GT_MAX_ALPHA), thresh = vset(GT_ALPHA_THRESHOLD);
     const VF t_thresh = vset(GT_T_THRESHOLD);
     for (int32_t i = 0; i < count && row_lo <= row_hi; ++i) {
@@ -348,7 +350,7 @@ void forward_tile(const Splat* splats, const int32_t* ids, int32_t count, int tx
         VM msk[kTile * kChunks];
         uint32_t active = 0;
         for (int r = ylo; r <= yhi; ++r) {
-            const float dy = s.my - ((float)(ty0 + r) + 0.5f);
+            const float dy = s.my - py[r];
             const VF cdy2 = vset(s.c * dy * dy), vdy = vset(dy);
             for (int c = c0; c <= c1; ++c) {
                 const int k = r * kChunks + c;
@@ -363,7 +365,7 @@ void forward_tile(const Splat* splats, const int32_t* ids, int32_t count, int tx
             const int k = ctz32(active);
             active &= active - 1;
             const int r = k / kChunks, c = k % kChunks;
-            const VF alpha = vmin(op * exp_neg(vneg(sig[k])), max_alpha);
+            const VF alpha = vmin(op * exp_neg_sigma(sig[k]), max_alpha);
             VM m = vm_and(msk[k], alpha >= thresh);
             const int p = r * kTile + c * kLanes;
             const VF t = vload(T + p), next_t = t * (one - alpha);
@@ -379,9 +381,19 @@ void forward_tile(const Splat* splats, const int32_t* ids, int32_t count, int tx
             vstore(C + kTilePix + p, vmadd(rgb1, vis, vload(C + kTilePix + p)));
             vstore(C + 2 * kTilePix + p, vmadd(rgb2, vis, vload(C + 2 * kTilePix + p)));
             vstore(T + p, vselect(m, next_t, t));
-            vstore_int_if(last + p, m, i + 1);
+            if (kLast) vstore_int_if(last + p, m, i + 1);
         }
     }
+}
+
+// last == nullptr: image only.
+void forward_tile(const Splat* splats, const int32_t* ids, int32_t count, int tx0, int ty0, int tw, int th, float* T,
+                  float* C, int32_t* last)
+{
+    if (last != nullptr)
+        forward_tile_impl<true>(splats, ids, count, tx0, ty0, tw, th, T, C, last);
+    else
+        forward_tile_impl<false>(splats, ids, count, tx0, ty0, tw, th, T, C, last);
 }
 
 ///////////////////////////////
@@ -456,7 +468,7 @@ void backward_tile(const Splat* splats, const int32_t* ids, int tx0, int ty0, in
             const float dy = s.my - ((float)(ty0 + r) + 0.5f);
             const VF vdy = vset(dy), bdy = vset(s.b * dy), cdy = vset(s.c * dy);
             const int p = r * kTile + c * kLanes;
-            const VF vis = exp_neg(vneg(sig[k]));  // same exp and alpha as the forward
+            const VF vis = exp_neg_sigma(sig[k]);  // same exp and alpha as the forward
             const VF raw_alpha = op * vis;
             const VF alpha = vmin(raw_alpha, max_alpha);
             const VM m = vm_and(msk[k], alpha >= thresh);

@@ -41,6 +41,16 @@ def test_cpu_matches_reference(n, width, height, sh, bg, seed):
         assert np.abs(want - bg_img).max() > 0.05
 
 
+@needs_ext
+@pytest.mark.parametrize("sh", [None, 3])
+def test_image_only_forward_equals_training_forward(sh):
+    """forward() skips the last-contributor bookkeeping that only backward reads; the image is the same."""
+    scene = random_scene(3000, 70, 52, sh, seed=3, background="image")
+    img = _cpu.forward(**scene)
+    img_state, _ = _cpu.forward_with_state(**scene)
+    assert np.array_equal(img, img_state)
+
+
 def _edge_scene():
     """Gaussians behind the camera, off-screen, degenerate, huge, transparent, at the camera centre."""
     scene = random_scene(60, 50, 34, 3, seed=5, background="color")
