@@ -12,6 +12,27 @@ from __future__ import annotations
 import numpy as np
 
 
+# Tolerance of a fast backend against another (assert_images_close): |err| <= ATOL except at a few
+# pixels. Backends whose exp differs by a few ulp (CUDA's __expf, the CPU's SIMD polynomial) can flip a
+# pixel whose alpha sits at the 1/255 threshold, or whose T sits at the 1e-4 stop; that moves it by up
+# to ~alpha * colour (< 1e-2).
+ATOL = 1e-4
+OUTLIER_FRACTION = 2e-4  # of pixels*channels allowed above ATOL
+OUTLIER_ATOL = 2e-2
+
+
+def assert_images_close(got, want, what: str, atol=ATOL, outlier_fraction=OUTLIER_FRACTION, outlier_atol=OUTLIER_ATOL):
+    """got and want [..., 3] agree within the tolerance above; the message says by how much."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert np.isfinite(got).all(), f"{what}: non-finite values"
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    n_out = int((err > atol).sum())
+    stats = f"max {err.max() if err.size else 0:.3g}, mean {err.mean() if err.size else 0:.3g}, {n_out} of {err.size} above {atol}"
+    assert n_out <= outlier_fraction * err.size, f"{what}: {stats}"
+    assert err.size == 0 or err.max() <= outlier_atol, f"{what}: {stats}"
+
+
 def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, -1.0, 0.0)) -> np.ndarray:
     """World->camera viewmat [4, 4] (OpenCV: x right, y down, z forward) looking from eye at target."""
     eye = np.asarray(eye, np.float64)

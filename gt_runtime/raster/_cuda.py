@@ -202,15 +202,30 @@ class CudaRasterizer:
 
     def __init__(self, *, fast_math: bool = False, stream=None):
         cupy = _require_cupy()
-        self._cp = cupy
-        self._module = get_module(fast_math)
-        self.stream = stream if stream is not None else cupy.cuda.Stream(non_blocking=True)
+        self._setup(cupy, get_module(fast_math), stream if stream is not None else cupy.cuda.Stream(non_blocking=True))
+
+    @classmethod
+    def with_backend(cls, xp, kernels, stream) -> "CudaRasterizer":
+        """The same host code over another array namespace and kernel table.
+
+        Tests use it where there is no GPU: xp is numpy (with cupy's ``cuda.get_current_stream``),
+        kernels are raster_cuda.cu's kernels compiled for the CPU (tests/cuda_emu), called like
+        CuPy's ``RawKernel``: ``kernels[name](grid, block, args, stream=...)``.
+        """
+        self = cls.__new__(cls)
+        self._setup(xp, kernels, stream)
+        return self
+
+    def _setup(self, xp, kernels, stream):
+        self._cp = xp
+        self._module = kernels
+        self.stream = stream
         self._buffers: dict[str, object] = {}
         with self.stream:
-            self._dummy = cupy.zeros(4, dtype=cupy.float32)
+            self._dummy = xp.zeros(4, dtype=xp.float32)
         self._pinned = None
         self.last_n_isects = 0  # tile intersections of the last render
-        self.last_radii = None  # cupy int32 [B * N] of the last render (0 = culled), for tests
+        self.last_radii = None  # int32 [B * N] of the last render (0 = culled), for tests
 
     # -- buffers ------------------------------------------------------------------------
 
@@ -396,7 +411,7 @@ class CudaRasterizer:
             )  # fmt: skip
             # Stable radix sort (thrust stable_sort_by_key on uint64 keys -> cub): depth ties keep
             # Gaussian order, as the CPU rasterizer's stable depth sort does.
-            order = cp.argsort(keys)
+            order = cp.argsort(keys, kind="stable")
             cp.take(keys, order, out=sorted_keys)
             cp.take(ids, order, out=sorted_ids)
             del order
