@@ -11,6 +11,7 @@ device (NVRTC, __expf, speed).
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
 import subprocess
 import types
@@ -63,40 +64,71 @@ def numpy_as_cupy():
     return ns
 
 
+# CuPy passes kernel arguments by position with no type check, so a swapped or mistyped argument
+# would corrupt memory silently on a GPU. Every emulated launch is checked against the parameter
+# list parsed from raster_cuda.cu: count, pointer dtype, scalar type.
+_KERNEL_RE = re.compile(
+    r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\((.*?)\)\s*\{', re.DOTALL
+)
+_PTR_DTYPES = {"float": np.float32, "int": np.int32, "long long": np.int64, "unsigned long long": np.uint64}
+_SCALARS = {"int": (np.int32, ctypes.c_int32), "long long": (np.int64, ctypes.c_int64)}
+
+
+def parse_kernel_params(text: str) -> dict[str, list[tuple[str, bool, str]]]:
+    """{kernel: [(base C type, is pointer, name)]} of the extern "C" kernels in a .cu text."""
+    text = re.sub(r"//[^\n]*", "", text)
+    kernels = {}
+    for name, params in _KERNEL_RE.findall(text):
+        out = []
+        for p in params.split(","):
+            p = " ".join(p.replace("__restrict__", " ").replace("const", " ").split())
+            is_ptr = "*" in p
+            ctype, pname = p.replace("*", " ").rsplit(None, 1)
+            out.append((" ".join(ctype.split()), is_ptr, pname))
+        kernels[name] = out
+    return kernels
+
+
 class _Kernel:
     """One emulated kernel, called like cupy.RawKernel: kernel(grid, block, args, stream=None)."""
 
-    def __init__(self, lib, name: str):
-        self._lib, self._name = lib, name.encode()
+    def __init__(self, lib, name: str, params):
+        self._lib, self.name, self.params, self.calls = lib, name, params, 0
 
     def __call__(self, grid, block, args, stream=None):
+        assert len(args) == len(self.params), f"{self.name}: {len(args)} args for {len(self.params)} parameters"
         keep, ptrs = [], []
-        for a in args:
-            if isinstance(a, np.ndarray):
-                assert a.flags.c_contiguous, f"{self._name!r}: argument arrays must be C-contiguous"
+        for (ctype, is_ptr, pname), a in zip(self.params, args):
+            where = f"{self.name}({pname})"
+            if is_ptr:
+                assert isinstance(a, np.ndarray), f"{where}: expected an array, got {type(a).__name__}"
+                assert a.dtype == _PTR_DTYPES[ctype], f"{where}: {ctype}* given {a.dtype}"
+                assert a.flags.c_contiguous, f"{where}: not C-contiguous"
                 v = ctypes.c_void_p(a.ctypes.data)
-            elif isinstance(a, np.int32):
-                v = ctypes.c_int32(int(a))
-            elif isinstance(a, np.int64):
-                v = ctypes.c_int64(int(a))
             else:
-                raise TypeError(f"{self._name!r}: unsupported kernel argument {type(a).__name__}")
+                np_type, c_type = _SCALARS[ctype]
+                assert type(a) is np_type, f"{where}: {ctype} given {type(a).__name__}"
+                v = c_type(int(a))
             keep.append(v)
             ptrs.append(ctypes.cast(ctypes.pointer(v), ctypes.c_void_p))
-        dims = lambda d: (ctypes.c_uint * 3)(*(tuple(d) + (1, 1, 1))[:3])  # noqa: E731
+        assert len(grid) == 3 and len(block) == 3 and all(int(d) >= 1 for d in tuple(grid) + tuple(block))
+        dims = lambda d: (ctypes.c_uint * 3)(*(int(v) for v in d))  # noqa: E731
         argv = (ctypes.c_void_p * max(1, len(ptrs)))(*ptrs)
-        rc = self._lib.gt_emu_launch(self._name, dims(grid), dims(block), argv)
-        assert rc == 0, f"unknown kernel {self._name!r}"
+        rc = self._lib.gt_emu_launch(self.name.encode(), dims(grid), dims(block), argv)
+        assert rc == 0, f"unknown kernel {self.name!r}"
+        self.calls += 1
 
 
 class _Kernels(dict):
     def __init__(self, lib_path: Path):
+        from gt_runtime.raster._cuda import KERNEL_NAMES
+
         lib = ctypes.CDLL(str(lib_path))
         lib.gt_emu_launch.restype = ctypes.c_int
         lib.gt_emu_launch.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        from gt_runtime.raster._cuda import KERNEL_NAMES
-
-        super().__init__({name: _Kernel(lib, name) for name in KERNEL_NAMES})
+        params = parse_kernel_params((RASTER_SRC / "raster_cuda.cu").read_text())
+        assert set(params) == set(KERNEL_NAMES), f"kernels in raster_cuda.cu {sorted(params)} != {KERNEL_NAMES}"
+        super().__init__({name: _Kernel(lib, name, params[name]) for name in KERNEL_NAMES})
 
 
 def emulated_rasterizer(lib_path: Path):

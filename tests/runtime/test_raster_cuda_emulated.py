@@ -115,3 +115,29 @@ def test_extreme_gaussians_stay_finite(rasterizer):
     got = _render(rasterizer, scene)
     assert np.isfinite(got).all()
     assert_images_close(got, rasterize_reference(**scene), "extreme vs reference")
+
+
+def test_mixed_per_frame_and_shared_attributes(rasterizer):
+    """Per-frame means with every other attribute shared, and per-frame colour backgrounds [B, 3]."""
+    B, W, H = 3, 35, 19
+    scenes = [random_scene(30, W, H, 2, seed=100 + b, background="image") for b in range(B)]
+    views, Ks = np.stack([s["viewmat"] for s in scenes]), np.stack([s["K"] for s in scenes])
+    shared = {k: scenes[0][k] for k in ("means", "quats", "scales", "opacities", "colors")}
+    means = np.stack([s["means"] for s in scenes])
+    bgs = np.random.default_rng(0).uniform(size=(B, 3)).astype(np.float32)
+    got = rasterizer.render(**dict(shared, means=means), viewmats=views, Ks=Ks, width=W, height=H, background=bgs)
+    for b, s in enumerate(scenes):
+        want = rasterize_reference(**dict(shared, means=means[b]), viewmat=s["viewmat"], K=s["K"], width=W, height=H,
+                                   background=bgs[b])  # fmt: skip
+        assert_images_close(got[b], want, f"frame {b} vs reference")
+    assert rasterizer._module["gt_raster_blend"].calls == 1
+
+
+def test_render_checks_shapes(rasterizer):
+    s = random_scene(5, 16, 16, None, seed=0, background="none")
+    with pytest.raises(ValueError, match="quats"):
+        rasterizer.render(s["means"], s["quats"][:, :3], s["scales"], s["opacities"], s["colors"], s["viewmat"],
+                          s["K"], 16, 16)  # fmt: skip
+    with pytest.raises(ValueError, match="background"):
+        rasterizer.render(s["means"], s["quats"], s["scales"], s["opacities"], s["colors"], s["viewmat"], s["K"],
+                          16, 16, background=np.zeros((4, 4, 3), np.float32))  # fmt: skip
