@@ -35,7 +35,7 @@ JSON schema (`gt-profile/1`), all times in milliseconds per frame unless named b
                "model_fps": frames / (audio_encoder + deform + raster time),
                "fps_overlapped": delivered FPS with deform/raster overlap (CPU raster), or null}]}
 
-Stage meaning: audio_frontend = resampling + `mel` front end of the pushed chunk;
+Stage meaning: audio_frontend = resampling + the audio front end (`mel`, or the bundle's hubert / wav2vec2 blocks) of the pushed chunk;
 audio_encoder = audio window -> audio token; deform = token stack + deform engine;
 raster = activations + rasterization + uint8 conversion (+ host copy on a GPU);
 composite = the per-frame background (torso RGBA over the plate; the head is splatted
@@ -179,13 +179,15 @@ class _Encoder:
 
 def _run_batch(player, cfg: ProfileConfig, batch: int, clock: _Clock, tmpdir: str) -> dict:
     """Stream the speech B frames at a time; per-iteration stage deltas from the pipeline's Timings."""
-    from gt_runtime.deform_ref import WINDOW_AFTER
-
-    iters = -(-cfg.frames // batch)
-    # priming (lookahead + batch alignment) + warm-up + timed, with margin
-    n_frames = (iters + cfg.warmup + 2) * batch + WINDOW_AFTER + 2
-    pcm = _speech(cfg, n_frames * SAMPLES_PER_FRAME)
     session = player.session(batch=batch, overlap=False)
+    # A block front end (hubert / wav2vec2) yields its frames a block at a time: an iteration that renders
+    # frames then renders at least a block's worth (mel: one frame per 40 ms pushed).
+    spec = getattr(player.pipeline.frontend, "spec", None)
+    per_iter = max(batch, spec.frames_per_block if spec is not None else 1)
+    # priming (lookahead + batch alignment) + warm-up + timed, with margin
+    lookahead_frames = int(np.ceil(session.lookahead_ms / 40.0))
+    n_frames = lookahead_frames + (cfg.warmup + 2) * per_iter + cfg.frames + per_iter + 2
+    pcm = _speech(cfg, n_frames * SAMPLES_PER_FRAME)
     tm = session.timings
     enc = _Encoder(cfg.encode, player.width, player.height, tmpdir)
     per_stage = {s: [] for s in STAGES}
@@ -195,7 +197,7 @@ def _run_batch(player, cfg: ProfileConfig, batch: int, clock: _Clock, tmpdir: st
     chunk = batch * SAMPLES_PER_FRAME
     try:
         for pos in range(0, pcm.size, chunk):
-            if len(totals) >= iters:
+            if frames_timed >= cfg.frames:
                 break
             before = dict(tm.total)
             t0 = clock.start()
