@@ -1,0 +1,455 @@
+"""A numpy stand-in for the `cupy` and `cupyx` modules: the runtime's GPU path on a machine with no GPU.
+
+It stands for CuPy on one CUDA device (id 0), with only what the GPU path of gt_runtime touches
+(pipeline.py, player.py, session.py, engines/select.py, engines/array_engine.py, deform_ref.py,
+raster/_cuda.py, profile.py's CUDA-event clock). An attribute that is not listed here raises
+AttributeError: new GPU code that needs more of CuPy must add it here, explicitly.
+
+    fake = install(monkeypatch, kernels)      # sys.modules["cupy"/"cupyx"] + gt_runtime's CUDA hooks
+    ...Player(bundle, engine="array-cupy", raster="cuda")...
+    fake.log.d2h                              # every device -> host copy, with where it came from
+
+Device memory is `ndarray`, a numpy subclass (so the CPU-emulated kernels of tests/cuda_emu take it
+as is). What CuPy forbids, it forbids too, with a TypeError:
+
+- host numpy arrays (other than 0-d) mixed into device operations: operators, ufuncs, numpy
+  functions on device arrays, this module's functions, indexing and item assignment. Only
+  `asarray` (host -> device) takes them. Where CuPy would quietly do host work or an implicit
+  copy instead (cupy.clip, cupy.take and cupy.argsort run numpy's own method on a numpy argument),
+  this is stricter: the GPU path must not depend on that either.
+- kernel arguments must be device arrays (`DeviceKernels`), launched on a cupy.cuda.Stream.
+
+Transfers are logged (`Log`): host -> device copies (`asarray` of a host array), device -> host
+copies (`ndarray.get`, `asnumpy`) and scalar reads (`int()` / `float()` / `bool()` / `item()` of a
+device array, which synchronise on a GPU). Reductions and integer indexing give 0-d device arrays,
+as in CuPy, so a scalar read is always seen.
+
+Not emulated: asynchrony (every call has finished when it returns, so a missing stream
+synchronisation is not caught), separate memory spaces beyond the checks above (`np.asarray(dev)`
+gives a host view here where CuPy raises), NVRTC, __expf and device speed.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import threading
+import time
+import traceback
+import types
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_HERE = __file__
+
+
+# -- transfer log ------------------------------------------------------------------------------
+
+
+@dataclass
+class Transfer:
+    kind: str  # "h2d", "d2h" (a whole array: get / asnumpy) or "scalar" (int(), float(), bool(), item())
+    nbytes: int
+    shape: tuple
+    dtype: str
+    where: str  # "file:line in function" of the first caller outside this module and numpy
+
+
+@dataclass
+class Log:
+    transfers: list[Transfer] = field(default_factory=list)
+
+    def add(self, kind: str, a) -> None:
+        self.transfers.append(Transfer(kind, int(a.nbytes), tuple(a.shape), str(a.dtype), _caller()))
+
+    @property
+    def h2d(self) -> list[Transfer]:
+        return [t for t in self.transfers if t.kind == "h2d"]
+
+    @property
+    def d2h(self) -> list[Transfer]:
+        return [t for t in self.transfers if t.kind == "d2h"]
+
+    @property
+    def scalar_reads(self) -> list[Transfer]:
+        return [t for t in self.transfers if t.kind == "scalar"]
+
+    def clear(self) -> None:
+        self.transfers.clear()
+
+
+LOG = Log()
+
+
+def _caller() -> str:
+    for fr in reversed(traceback.extract_stack(limit=16)[:-2]):
+        if fr.filename != _HERE and "/numpy/" not in fr.filename:
+            return f"{fr.filename.rsplit('/', 2)[-1] if '/' in fr.filename else fr.filename}:{fr.lineno} in {fr.name}"
+    return "?"
+
+
+# -- device arrays -----------------------------------------------------------------------------
+
+
+def _is_host(x) -> bool:
+    return isinstance(x, np.ndarray) and not isinstance(x, ndarray) and x.ndim > 0
+
+
+def _check(x, what: str) -> None:
+    """Raise CuPy's TypeError if x (or anything inside a list / tuple / dict) is a host array."""
+    if _is_host(x):
+        raise TypeError(
+            f"Unsupported type {type(x)}: {what} got a host numpy array {x.dtype}{list(x.shape)}"
+            " | copy it to the device first (cupy.asarray)"
+        )
+    if isinstance(x, (list, tuple)):
+        for v in x:
+            _check(v, what)
+    elif isinstance(x, dict):
+        for v in x.values():
+            _check(v, what)
+
+
+def _base(x):
+    """Device arrays -> plain numpy views (recursively), for calling numpy itself."""
+    if isinstance(x, ndarray):
+        return x.view(np.ndarray)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_base(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _base(v) for k, v in x.items()}
+    return x
+
+
+def _device(r):
+    """numpy results -> device arrays (scalars -> 0-d arrays, as CuPy returns)."""
+    if isinstance(r, np.ndarray):
+        return r.view(ndarray)
+    if isinstance(r, np.generic):
+        return np.asarray(r).view(ndarray)
+    if isinstance(r, tuple):
+        return tuple(_device(v) for v in r)
+    return r
+
+
+def _call(fn, what: str, args, kwargs):
+    _check(args, what)
+    _check(kwargs, what)
+    out = kwargs.get("out")
+    r = _device(fn(*_base(args), **_base(kwargs)))
+    return out if out is not None and not isinstance(out, tuple) else r
+
+
+class ndarray(np.ndarray):  # noqa: N801 - cupy's name
+    """An array in (emulated) device memory: numpy memory under CuPy's rules (see the module docstring)."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        what = f"cupy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        _check(inputs, what)
+        if out is not None:
+            _check(out, what)
+            kwargs["out"] = _base(out)
+        r = _device(getattr(ufunc, method)(*_base(inputs), **kwargs))
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return r
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _call(func, f"numpy.{func.__name__} on device arrays", args, kwargs)
+
+    def __getitem__(self, key):
+        _check(key, "device array indexing")
+        return _device(super().__getitem__(_base(key)))
+
+    def __setitem__(self, key, value):
+        _check(key, "device array indexing")
+        _check(value, "device array assignment")
+        super().__setitem__(_base(key), _base(value))
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    # scalar reads synchronise with the device on a GPU: logged
+    def _scalar(self):
+        LOG.add("scalar", self)
+        return self.view(np.ndarray)
+
+    def __int__(self):
+        return int(self._scalar())
+
+    def __float__(self):
+        return float(self._scalar())
+
+    def __bool__(self):
+        return bool(self._scalar())
+
+    def __index__(self):
+        return self._scalar().__index__()
+
+    def item(self, *args):
+        return self._scalar().item(*args)
+
+    def tolist(self):
+        return self._scalar().tolist()
+
+    def get(self, stream=None, order="C", out=None, blocking=True):
+        """Device -> host copy (logged): a new numpy array, or into `out` (a host array of the same shape and dtype)."""
+        LOG.add("d2h", self)
+        src = self.view(np.ndarray)
+        if out is None:
+            return np.array(src, order=order)
+        if isinstance(out, ndarray) or not isinstance(out, np.ndarray):
+            raise TypeError(f"ndarray.get: out must be a host numpy.ndarray, got {type(out)}")
+        if out.shape != src.shape or out.dtype != src.dtype:
+            raise ValueError(f"ndarray.get: out {out.dtype}{list(out.shape)} != array {src.dtype}{list(src.shape)}")
+        np.copyto(out, src)
+        return out
+
+    def __repr__(self):
+        return "fake_cupy." + super().__repr__()
+
+
+# -- module functions --------------------------------------------------------------------------
+
+
+def asarray(a, dtype=None, order=None, *, blocking=False):
+    """Host -> device copy (logged); a device array is returned as is (or cast)."""
+    if isinstance(a, ndarray):
+        return a if dtype is None or a.dtype == np.dtype(dtype) else a.astype(dtype)
+    h = np.array(a, dtype=dtype, order=order or "K", copy=True)
+    LOG.add("h2d", h)
+    return h.view(ndarray)
+
+
+def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
+    if isinstance(a, ndarray):
+        return a.get(stream=stream, order=order, out=out, blocking=blocking)
+    return np.asarray(a, order=order)  # CuPy: a host array is returned as is
+
+
+def _device_fn(name: str):
+    fn = getattr(np, name)
+
+    def op(*args, **kwargs):
+        return _call(fn, f"cupy.{name}", args, kwargs)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"numpy.{name} on device arrays (host arrays raise TypeError, as in CuPy)"
+    return op
+
+
+def _alloc(fn):
+    def alloc(shape, dtype=float, order="C"):
+        return fn(shape, dtype=dtype, order=order).view(ndarray)
+
+    alloc.__name__ = fn.__name__
+    return alloc
+
+
+def argsort(a, axis=-1, kind=None):
+    if kind not in (None, "stable"):
+        raise ValueError(f"cupy.argsort: kind={kind!r} | CuPy accepts only None or 'stable'")
+    return _call(np.argsort, "cupy.argsort", (a,), {"axis": axis, "kind": "stable"})
+
+
+# Only what the GPU path uses (an unknown name raises AttributeError).
+_FUNCTIONS = ("ascontiguousarray", "broadcast_to", "stack", "concatenate", "take", "cumsum", "clip",
+              "exp", "rint", "maximum", "sqrt", "sin", "cos", "matmul")  # fmt: skip
+_DTYPES = ("float32", "int32", "int64", "uint8", "uint64")
+
+
+# -- cuda: device, streams, events ---------------------------------------------------------------
+
+DEVICE_NAME = "emulated CUDA device (numpy + CPU threads)"
+
+
+class Event:
+    """cupy.cuda.Event: records the wall time (work is synchronous here, so it is done when recorded)."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.time = None
+
+    def record(self, stream=None):
+        self.time = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    @property
+    def done(self):
+        return True
+
+
+class Stream:
+    """cupy.cuda.Stream: `with stream:` makes it the thread's current stream; ptr 0 is the null stream."""
+
+    _next_ptr = 1
+    _tls = threading.local()
+    null: "Stream"
+
+    def __init__(self, null=False, non_blocking=False, ptds=False):
+        if null:
+            self.ptr = 0
+        else:
+            self.ptr = Stream._next_ptr
+            Stream._next_ptr += 1
+
+    @classmethod
+    def _stack(cls) -> list:
+        if not hasattr(cls._tls, "stack"):
+            cls._tls.stack = []
+        return cls._tls.stack
+
+    def __enter__(self):
+        self._stack().append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self._stack().pop()
+        return False
+
+    def record(self, event=None):
+        event = event or Event()
+        event.record(self)
+        return event
+
+    def wait_event(self, event):
+        if event.time is None:
+            raise RuntimeError("Stream.wait_event: the event was never recorded")
+
+    def synchronize(self):
+        pass
+
+
+Stream.null = Stream(null=True)
+
+
+def get_current_stream(device_id=-1):
+    st = Stream._stack()
+    return st[-1] if st else Stream.null
+
+
+def get_elapsed_time(start_event, end_event):
+    """Milliseconds between two recorded events."""
+    return (end_event.time - start_event.time) * 1e3
+
+
+class Device:
+    def __init__(self, device=None):
+        if device not in (None, 0):
+            raise RuntimeError(f"cupy.cuda.Device({device}): only device 0 exists here")
+        self.id = 0
+
+    def synchronize(self):
+        pass
+
+
+def _runtime():
+    def getDeviceCount():  # noqa: N802 - CUDA's name
+        return 1
+
+    def getDeviceProperties(device):  # noqa: N802
+        if device != 0:
+            raise RuntimeError(f"cudaErrorInvalidDevice: device {device}")
+        return {"name": DEVICE_NAME.encode(), "major": 9, "minor": 0, "multiProcessorCount": 1,
+                "totalGlobalMem": 1 << 34}  # fmt: skip
+
+    return types.SimpleNamespace(getDeviceCount=getDeviceCount, getDeviceProperties=getDeviceProperties)
+
+
+# -- modules -----------------------------------------------------------------------------------
+
+
+def _module(name: str, doc: str, **attrs) -> types.ModuleType:
+    m = types.ModuleType(name, doc)
+    m.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)  # importlib.util.find_spec needs one
+    m.__file__ = _HERE
+    for k, v in attrs.items():
+        setattr(m, k, v)
+    return m
+
+
+def make_modules() -> tuple[types.ModuleType, types.ModuleType]:
+    """-> (cupy, cupyx) stand-ins sharing LOG."""
+    cuda = types.SimpleNamespace(
+        is_available=lambda: True, runtime=_runtime(), Device=Device, Stream=Stream, Event=Event,
+        get_current_stream=get_current_stream, get_elapsed_time=get_elapsed_time,
+    )  # fmt: skip
+    cupy = _module(
+        "cupy", "numpy stand-in for CuPy (tests/cuda_emu/fake_cupy.py)",
+        __version__="0.0-fake", ndarray=ndarray, cuda=cuda, asarray=asarray, asnumpy=asnumpy, argsort=argsort,
+        empty=_alloc(np.empty), zeros=_alloc(np.zeros),
+        **{n: _device_fn(n) for n in _FUNCTIONS}, **{n: getattr(np, n) for n in _DTYPES},
+    )  # fmt: skip
+    cupyx = _module("cupyx", "numpy stand-in for cupyx (tests/cuda_emu/fake_cupy.py)",
+                    empty_pinned=lambda shape, dtype=float, order="C": np.empty(shape, dtype=dtype, order=order))  # fmt: skip
+    return cupy, cupyx
+
+
+# -- kernels -----------------------------------------------------------------------------------
+
+
+class DeviceKernels(dict):
+    """Wraps the CPU-emulated kernels (tests/cuda_emu._Kernels): every array argument must be device memory."""
+
+    def __init__(self, kernels):
+        super().__init__({name: self._wrap(name, k) for name, k in kernels.items()})
+        self.inner = kernels
+
+    @staticmethod
+    def _wrap(name, kernel):
+        def launch(grid, block, args, stream=None):
+            for i, a in enumerate(args):
+                if isinstance(a, np.ndarray) and not isinstance(a, ndarray):
+                    raise TypeError(
+                        f"{name}: argument {i} is host memory ({a.dtype}{list(a.shape)}) | kernels take device arrays"
+                    )
+            if stream is not None and not isinstance(stream, Stream):
+                raise TypeError(f"{name}: stream= {type(stream)} is not a cupy.cuda.Stream")
+            return kernel(grid, block, args, stream=stream)
+
+        return launch
+
+
+# -- installation -----------------------------------------------------------------------------
+
+
+@dataclass
+class FakeGpu:
+    cupy: types.ModuleType
+    cupyx: types.ModuleType
+    kernels: DeviceKernels
+    log: Log
+
+
+def install(monkeypatch, kernels) -> FakeGpu:
+    """Make `import cupy` / `import cupyx` give the stand-ins and gt_runtime's CUDA rasterizer use `kernels`.
+
+    `kernels`: tests/cuda_emu's emulated kernel table (cuda_emu._Kernels). Everything is undone by
+    monkeypatch at the end of the test: the real modules (if any were imported) come back, and so do
+    gt_runtime.raster._cuda's caches.
+    """
+    import functools
+
+    from gt_runtime.raster import _cuda
+
+    cupy, cupyx = make_modules()
+    for name in [n for n in sys.modules if n == "cupy" or n.startswith(("cupy.", "cupyx"))]:
+        monkeypatch.delitem(sys.modules, name)  # no real CuPy submodule is reachable while the fake is in
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
+    device_kernels = DeviceKernels(kernels)
+    # A fresh availability cache (the real one may hold the answer of the real CuPy: no device).
+    monkeypatch.setattr(_cuda, "cuda_available", functools.lru_cache(maxsize=1)(_cuda.cuda_available.__wrapped__))
+    monkeypatch.setattr(_cuda, "_MODULES", {})
+    monkeypatch.setattr(_cuda, "_DEFAULT", {})
+
+    def get_module(fast_math: bool = False):  # NVRTC is replaced by the CPU-compiled kernels
+        _cuda._require_cupy()
+        return device_kernels
+
+    monkeypatch.setattr(_cuda, "get_module", get_module)
+    LOG.clear()
+    return FakeGpu(cupy, cupyx, device_kernels, LOG)
