@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SECTION = "## Rasterizer"
+TORCH_CPU_BWD_MAX = 2e8  # N x pixels above which the eager torch backward is not run on the CPU
 
 
 ###############################
@@ -213,6 +214,10 @@ def bench_torch(scene, reps, budget: Budget, device: str) -> Cell:
         if warm > budget.slow_limit * 1e3:
             budget.too_slow.add(key)
             return Cell(fwd, None, f"{what}; fwd+bwd skipped (forward took {warm / 1e3:.0f} s)")
+        n = int(scene["means"].shape[0])
+        if device == "cpu" and n * W * H > TORCH_CPU_BWD_MAX:
+            # autograd keeps every intermediate of the eager per-tile loop: 10k Gaussians at 256^2 filled 24 GB
+            return Cell(fwd, None, f"{what}; fwd+bwd skipped (autograd memory: N x pixels > {TORCH_CPU_BWD_MAX:.0e})")
         fb, warm = time_cpu(lambda: call(True), reps, per_cell)
         if warm > budget.slow_limit * 1e3:
             budget.too_slow.add(key)
