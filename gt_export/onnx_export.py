@@ -4,21 +4,15 @@
                         dsh [B,N,3K], dopacity [B,N,1]          (B and N dynamic)
     audio_encoder.onnx  audio_window [B, 15, 2, D] -> audio_token [B, 64]   (B dynamic; D = model.cfg.audio_dim, 80 for mel)
 
-Exporter: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript) at opset >= 18 with
-the weights inside the file (`external_data=False`). If the dynamo exporter fails on this
-torch, the TorchScript exporter (`dynamo=False`) at the same opset is tried; the exporter
-used is recorded in the bundle manifest. Every graph is checked with `onnx.checker`, and
+Exporter: gt_train.torch_onnx.export_module (dynamo first, TorchScript as the fallback) at
+opset >= 18 with the weights inside the file; the exporter used is recorded in the bundle manifest. Every graph is checked with `onnx.checker`, and
 its input/output names, ranks and static dims are checked against the contract.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-
 from gt_runtime.bundle import OFFSET_NAMES
 from gt_runtime.errors import require
+from gt_train.torch_onnx import export_module
 
 DEFORM_INPUTS = ("tokens", "queries")
 AUDIO_INPUTS = ("audio_window",)
@@ -54,54 +48,6 @@ def _modules():
             return self.audio(audio_window)
 
     return torch, DeformGraph, AudioGraph
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence the exporter's progress prints and warnings (the exporter shows its own progress)."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "torch.fx")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
-
-
-def _export(module, args, input_names, output_names, dynamic: dict[str, dict[int, str]], opset: int):
-    """-> (onnx.ModelProto, exporter name). dynamic: input name -> {axis: dim name}."""
-    torch = require("torch", "train")
-    onnx = require("onnx", "export")
-    module = module.eval()
-    errors = []
-    try:
-        dims = {}
-        for axes in dynamic.values():
-            for name in axes.values():
-                dims.setdefault(name, torch.export.Dim(name, min=1 if name == "B" else 2, max=1 << 22))
-        shapes = {k: {ax: dims[n] for ax, n in axes.items()} for k, axes in dynamic.items()}
-        with _quiet(), torch.no_grad():
-            prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=list(input_names),
-                                     output_names=list(output_names), dynamic_shapes=shapes, external_data=False,
-                                     optimize=True, verbose=False)
-        model, used = prog.model_proto, f"torch.onnx dynamo (torch {torch.__version__})"
-    except Exception as exc:  # pragma: no cover - depends on the torch version
-        errors.append(f"dynamo: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        try:
-            buf = io.BytesIO()
-            with _quiet(), torch.no_grad():
-                torch.onnx.export(module, args, buf, dynamo=False, opset_version=opset, input_names=list(input_names),
-                                  output_names=list(output_names), dynamic_axes=dynamic, do_constant_folding=True)
-            model, used = onnx.load_from_string(buf.getvalue()), f"torch.onnx TorchScript (torch {torch.__version__})"
-        except Exception as exc2:
-            errors.append(f"torchscript: {type(exc2).__name__}: {str(exc2).splitlines()[0] if str(exc2) else ''}")
-            raise RuntimeError(f"ONNX export of {type(module).__name__} failed ({'; '.join(errors)})") from None
-    onnx.checker.check_model(model)
-    return model, used
 
 
 def _dims(vi) -> list:
@@ -141,7 +87,7 @@ def export_deform(model, opset: int = 18):
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randn(_EXAMPLE_B, 4, 64, generator=gen)
     queries = torch.randn(_EXAMPLE_N, 64, generator=gen)
-    onnx_model, used = _export(DeformGraph(model.deform), (tokens, queries), DEFORM_INPUTS, OFFSET_NAMES,
+    onnx_model, used = export_module(DeformGraph(model.deform), (tokens, queries), DEFORM_INPUTS, OFFSET_NAMES,
                                {"tokens": {0: "B"}, "queries": {0: "N"}}, opset)
     k3 = 3 * (model.cfg.sh_degree + 1) ** 2
     check_io(onnx_model, {"tokens": ["B", 4, 64], "queries": ["N", 64]},
@@ -158,7 +104,7 @@ def export_audio(model, opset: int = 18):
     dim = int(model.cfg.audio_dim)
     bsz = _EXAMPLE_B if dim != _EXAMPLE_B else _EXAMPLE_B + 2  # B must not be tied to a static dim
     window = torch.randn(bsz, 15, 2, dim, generator=torch.Generator().manual_seed(1))
-    onnx_model, used = _export(AudioGraph(model.audio), (window,), AUDIO_INPUTS, AUDIO_OUTPUTS,
+    onnx_model, used = export_module(AudioGraph(model.audio), (window,), AUDIO_INPUTS, AUDIO_OUTPUTS,
                                {"audio_window": {0: "B"}}, opset)
     check_io(onnx_model, {"audio_window": ["B", 15, 2, dim]}, {"audio_token": ["B", 64]}, "audio_encoder.onnx")
     _annotate(onnx_model, "audio_encoder", {"gt.exporter": used, "gt.audio_dim": dim})

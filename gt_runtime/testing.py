@@ -173,3 +173,18 @@ def make_random_bundle(path, n_gaussians: int = 2000, sh_degree: int = 3, num_la
         width=width, height=height, intrinsics={"fx": f, "fy": f, "cx": width / 2, "cy": height / 2},
         background=bg, c2w=c2w, blink=blink, torso=torso_frames, onnx=files,
         exporter_version="testing", audio_frontend=audio_frontend, audio=audio, extra={"random": {"seed": seed}})
+
+
+def stream_in_chunks(session, pcm, next_size, sample_rate: int = 16000):
+    """Push pcm into a Session in chunks of next_size() samples, pulling frames after every push,
+    then finish -> frames [T, H, W, 3] uint8 (what streaming tests compare with the whole-file path)."""
+    out, i = [], 0
+    while i < len(pcm):
+        n = max(1, int(next_size()))
+        session.push_audio(pcm[i:i + n], sample_rate)
+        out += list(session.frames())
+        i += n
+    session.finish()
+    out += list(session.frames())
+    session.close()
+    return np.stack(out)

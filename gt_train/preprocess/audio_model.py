@@ -27,13 +27,9 @@ the very code and graph `gt play` runs, so training and runtime features agree.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
-import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +38,7 @@ import numpy as np
 from gt_runtime.audio.blocks import BlockSpec
 from gt_runtime.audio.frontend import MEL_META, META_FORMAT, META_NAME, ONNX_INPUT, ONNX_NAME, ONNX_OUTPUT
 from gt_runtime.errors import InputError, require
+from gt_train.torch_onnx import export_module, quiet
 
 MODEL_CLASSES = {"hubert": "HubertModel", "wav2vec2": "Wav2Vec2Model"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -125,7 +122,7 @@ def load_torch_model(path: str | Path, info: dict):
     """-> the transformers model in eval mode, loaded from the local directory only."""
     require("torch", "train")
     transformers = require("transformers", "audio")
-    with _quiet():
+    with quiet():
         try:
             transformers.utils.logging.disable_progress_bar()
         except AttributeError:  # pragma: no cover - older transformers
@@ -163,46 +160,16 @@ def _module(model, layer: int | None, normalize: bool):
     return Frontend().eval()
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence exporter / transformers chatter (warnings, progress prints)."""
-    names = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "torch.fx", "transformers")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
-
-
 def export_onnx(module, spec: BlockSpec, dst: Path) -> str:
     """torch module -> dst (ONNX, opset 18, input audio [1, window_samples], output features) -> exporter used."""
     import torch
 
     onnx = require("onnx", "export")
     x = torch.randn(1, spec.window_samples, generator=torch.Generator().manual_seed(0)) * 0.1
-    errors = []
     try:
-        with _quiet(), torch.no_grad():
-            prog = torch.onnx.export(module, (x,), dynamo=True, opset_version=18, input_names=[ONNX_INPUT],
-                                     output_names=[ONNX_OUTPUT], external_data=False, optimize=True, verbose=False)
-        model, used = prog.model_proto, f"torch.onnx dynamo (torch {torch.__version__})"
-    except Exception as exc:  # pragma: no cover - depends on the torch / transformers versions
-        errors.append(f"dynamo: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        try:
-            buf = io.BytesIO()
-            with _quiet(), torch.no_grad():
-                torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=18, input_names=[ONNX_INPUT],
-                                  output_names=[ONNX_OUTPUT], do_constant_folding=True)
-            model, used = onnx.load_from_string(buf.getvalue()), f"torch.onnx TorchScript (torch {torch.__version__})"
-        except Exception as exc2:
-            errors.append(f"torchscript: {type(exc2).__name__}: {str(exc2).splitlines()[0] if str(exc2) else ''}")
-            raise InputError(f"audio front end: ONNX export failed ({'; '.join(errors)}) | report it with the checkpoint's config.json") from None
+        model, used = export_module(module, (x,), [ONNX_INPUT], [ONNX_OUTPUT], opset=18)
+    except RuntimeError as exc:
+        raise InputError(f"audio front end: {exc} | report it with the checkpoint's config.json") from None
     model.producer_name = "gt_train.preprocess.audio_model"
     for k, v in {"gt.graph": "audio_frontend", "gt.exporter": used}.items():
         p = model.metadata_props.add()

@@ -8,6 +8,7 @@ import pytest
 
 from gt_runtime.audio import BlockSpec, BlockStream, block_features
 from gt_runtime.errors import InputError
+from gt_runtime.testing import stream_in_chunks
 
 
 def _pcm(seconds, seed=0):
@@ -116,16 +117,7 @@ def hubert_bundle(tmp_path_factory):
 
 def _stream(player, pcm, seed):
     rng = np.random.default_rng(seed)
-    s, out, i = player.session(), [], 0
-    while i < pcm.size:
-        n = int(rng.integers(1, 6000))
-        s.push_audio(pcm[i:i + n])
-        out += list(s.frames())
-        i += n
-    s.finish()
-    out += list(s.frames())
-    s.close()
-    return np.stack(out)
+    return stream_in_chunks(player.session(), pcm, lambda: rng.integers(1, 6000))
 
 
 def test_session_with_a_model_front_end(hubert_bundle):

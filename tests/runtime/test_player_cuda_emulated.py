@@ -22,7 +22,7 @@ import pytest
 
 from gt_runtime.pipeline import cpu_raster_available
 from gt_runtime.player import Player
-from gt_runtime.testing import make_random_bundle
+from gt_runtime.testing import make_random_bundle, stream_in_chunks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cuda_emu import _Kernels, build, fake_cupy  # noqa: E402
@@ -106,17 +106,7 @@ def play(player, pcm, batch=1):
 def stream(player, pcm, batch, seed, max_ms=300):
     """Push pcm in random chunks (1 sample .. max_ms) -> frames, pulled after every push."""
     rng = np.random.default_rng(seed)
-    s = player.session(batch=batch)
-    out, i = [], 0
-    while i < len(pcm):
-        n = max(1, int(rng.integers(0, max_ms + 1) * 16))
-        s.push_audio(pcm[i : i + n], 16000)
-        out += list(s.frames())
-        i += n
-    s.finish()
-    out += list(s.frames())
-    s.close()
-    return np.stack(out)
+    return stream_in_chunks(player.session(batch=batch), pcm, lambda: rng.integers(0, max_ms + 1) * 16)
 
 
 def test_player_gpu_path_matches_cpu_path(gpu, bundle, cpu_frames, kernels):

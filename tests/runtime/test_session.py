@@ -6,7 +6,7 @@ import soundfile as sf
 from gt_runtime.audio import LOOKAHEAD_SAMPLES, load_audio
 from gt_runtime.errors import InputError
 from gt_runtime.player import Player
-from gt_runtime.testing import make_random_bundle
+from gt_runtime.testing import make_random_bundle, stream_in_chunks
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +26,7 @@ def speech(seconds, sr=16000, seed=0, channels=1):
 
 def stream(player, pcm, sr, chunks_seed, batch=1, ms=(1, 1000)):
     rng = np.random.default_rng(chunks_seed)
-    s = player.session(batch=batch)
-    out, i = [], 0
-    while i < len(pcm):
-        n = max(1, int(rng.integers(ms[0], ms[1] + 1) * sr / 1000))
-        s.push_audio(pcm[i:i + n], sr)
-        out += list(s.frames())
-        i += n
-    s.finish()
-    out += list(s.frames())
-    s.close()
-    return np.stack(out)
+    return stream_in_chunks(player.session(batch=batch), pcm, lambda: rng.integers(ms[0], ms[1] + 1) * sr / 1000, sr)
 
 
 def test_chunked_equals_whole_file(player):

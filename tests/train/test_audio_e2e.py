@@ -6,6 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
+from gt_runtime.testing import stream_in_chunks
+
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
@@ -83,17 +85,9 @@ def test_play_whole_file_and_streaming(chain, tmp_path):
     whole = np.stack(list(p.play(pcm)))
     assert whole.shape == (50, 64, 64, 3)
     rng = np.random.default_rng(0)
-    s, out, i = p.session(), [], 0
+    s = p.session()
     assert s.lookahead_ms == pytest.approx((6 * 640 + 640 * 9 + 320 * 5 + 40) / 16)  # 702.5 ms with 0.4 s blocks
-    while i < pcm.size:
-        n = int(rng.integers(100, 9000))
-        s.push_audio(pcm[i:i + n])
-        out += list(s.frames())
-        i += n
-    s.finish()
-    out += list(s.frames())
-    s.close()
-    np.testing.assert_array_equal(np.stack(out), whole)
+    np.testing.assert_array_equal(stream_in_chunks(s, pcm, lambda: rng.integers(100, 9000)), whole)
     p.close()
     wav = tmp_path / "speech.wav"
     import soundfile as sf
