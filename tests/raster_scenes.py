@@ -119,3 +119,36 @@ def head_scene(n: int, width: int = 256, height: int = 256, sh_degree: int | Non
     scene["background"] = {"none": None, "color": np.array([0.2, 0.3, 0.4], np.float32),
                            "image": rng.uniform(0, 1, size=(height, width, 3)).astype(np.float32)}[background]
     return scene
+
+
+def extreme_scene():
+    """200 Gaussians at 64x48 of which some are huge, far below a pixel, far away, transparent or with a tiny quaternion."""
+    scene = random_scene(200, 64, 48, 1, seed=11, background="color")
+    scene["scales"][:50] *= 100.0  # huge, covering every tile
+    scene["scales"][50:100] *= 1e-4  # far below a pixel
+    scene["means"][100:120] += np.array([0, 0, 50], np.float32)  # far away
+    scene["opacities"][120:140] = 0.0
+    scene["quats"][140:150] = np.array([0, 0, 0, 1e-3], np.float32)  # tiny, unnormalised
+    return scene
+
+
+def batch_of_frames(B, n, width, height, sh_degree, seed):
+    """B random scenes -> (scenes, per-frame attributes [B, N, ...], viewmats [B, 4, 4], Ks [B, 3, 3])."""
+    scenes = [random_scene(n, width, height, sh_degree, seed=seed + b, background="image") for b in range(B)]
+    attrs = {k: np.stack([s[k] for s in scenes]) for k in ("means", "quats", "scales", "opacities", "colors")}
+    return scenes, attrs, np.stack([s["viewmat"] for s in scenes]), np.stack([s["K"] for s in scenes])
+
+
+# Scenes of the CUDA rasterizer tests: every colour and background layout, odd sizes.
+CUDA_SCENES = [
+    # n, width, height, sh_degree, background
+    (0, 64, 48, None, "color"),
+    (1, 64, 48, None, "none"),
+    (100, 64, 48, None, "image"),
+    (500, 128, 72, 0, "color"),
+    (1000, 96, 160, 1, "image"),
+    (2000, 256, 256, 2, "none"),
+    (5000, 200, 120, 3, "color"),
+    (5000, 321, 179, None, "image"),
+    (3000, 17, 300, 3, "none"),
+]

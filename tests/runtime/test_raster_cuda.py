@@ -18,7 +18,7 @@ from gt_runtime.raster import _cuda
 from gt_runtime.raster._reference import rasterize_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raster_scenes import assert_images_close, random_scene  # noqa: E402
+from raster_scenes import CUDA_SCENES, assert_images_close, batch_of_frames, extreme_scene, random_scene  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -52,21 +52,9 @@ def _cpu_render(scene):
         raise
 
 
-SCENES = [
-    # n, width, height, sh_degree, background
-    (0, 64, 48, None, "color"),
-    (1, 64, 48, None, "none"),
-    (100, 64, 48, None, "image"),
-    (500, 128, 72, 0, "color"),
-    (1000, 96, 160, 1, "image"),
-    (2000, 256, 256, 2, "none"),
-    (5000, 200, 120, 3, "color"),
-    (5000, 321, 179, None, "image"),
-    (3000, 17, 300, 3, "none"),
-]
 
 
-@pytest.mark.parametrize("n,width,height,sh_degree,background", SCENES)
+@pytest.mark.parametrize("n,width,height,sh_degree,background", CUDA_SCENES)
 def test_matches_reference_and_cpu(cp, n, width, height, sh_degree, background):
     scene = random_scene(n, width, height, sh_degree, seed=n + width, background=background)
     got = _cuda.rasterize_cuda(**scene)
@@ -97,15 +85,9 @@ def test_accepts_cupy_inputs(cp):
     np.testing.assert_array_equal(a, b)
 
 
-def _frames(B, n, width, height, sh_degree, seed):
-    scenes = [random_scene(n, width, height, sh_degree, seed=seed + b, background="image") for b in range(B)]
-    attrs = {k: np.stack([s[k] for s in scenes]) for k in ("means", "quats", "scales", "opacities", "colors")}
-    return scenes, attrs, np.stack([s["viewmat"] for s in scenes]), np.stack([s["K"] for s in scenes])
-
-
 def test_batched_equals_per_frame(cp, rasterizer):
     B, n, W, H = 5, 1500, 96, 64
-    scenes, attrs, views, Ks = _frames(B, n, W, H, 3, seed=40)
+    scenes, attrs, views, Ks = batch_of_frames(B, n, W, H, 3, seed=40)
     bgs = np.stack([s["background"] for s in scenes])
     got = cp.asnumpy(rasterizer.render(**attrs, viewmats=views, Ks=Ks, width=W, height=H, background=bgs))
     for b, s in enumerate(scenes):
@@ -116,7 +98,7 @@ def test_batched_equals_per_frame(cp, rasterizer):
 
 def test_shared_attributes_equal_repeated_ones(cp, rasterizer):
     B, n, W, H = 4, 800, 64, 64
-    scenes, attrs, views, Ks = _frames(B, n, W, H, 2, seed=60)
+    scenes, attrs, views, Ks = batch_of_frames(B, n, W, H, 2, seed=60)
     shared = {k: v[0] for k, v in attrs.items()}
     repeated = {k: np.repeat(v[None], B, axis=0) for k, v in shared.items()}
     color = np.array([0.3, 0.2, 0.1], np.float32)
@@ -151,12 +133,7 @@ def test_empty_and_culled_give_background_only(cp):
 
 
 def test_extreme_gaussians_stay_finite(cp):
-    scene = random_scene(200, 64, 48, 1, seed=11, background="color")
-    scene["scales"][:50] *= 100.0  # huge, covering every tile
-    scene["scales"][50:100] *= 1e-4  # far below a pixel
-    scene["means"][100:120] += np.array([0, 0, 50], np.float32)  # far away
-    scene["opacities"][120:140] = 0.0
-    scene["quats"][140:150] = np.array([0, 0, 0, 1e-3], np.float32)  # tiny, unnormalised
+    scene = extreme_scene()
     got = cp.asnumpy(_cuda.rasterize_cuda(**scene))
     assert np.isfinite(got).all()
     assert_images_close(got, rasterize_reference(**scene), "extreme vs reference")

@@ -16,7 +16,7 @@ from gt_runtime.raster._reference import rasterize_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cuda_emu import build, emulated_rasterizer  # noqa: E402
-from raster_scenes import assert_images_close, random_scene  # noqa: E402
+from raster_scenes import CUDA_SCENES, assert_images_close, batch_of_frames, extreme_scene, random_scene  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +38,8 @@ def _render(r, s, **kw):
     return img[0]
 
 
-SCENES = [  # n, width, height, sh_degree, background: every colour and background layout, odd sizes
-    (0, 64, 48, None, "color"),
-    (1, 64, 48, None, "none"),
-    (100, 64, 48, None, "image"),
-    (500, 128, 72, 0, "color"),
-    (1000, 96, 160, 1, "image"),
-    (2000, 100, 60, 2, "none"),
-    (3000, 17, 300, 3, "color"),
-]
+# The GPU tests' scenes small enough for CPU threads (each 16x16 tile spawns 256 of them).
+SCENES = [sc for sc in CUDA_SCENES if sc[0] * sc[1] * sc[2] <= 1e8]
 
 
 @pytest.mark.parametrize("n,width,height,sh_degree,background", SCENES)
@@ -68,15 +61,9 @@ def test_tiles_longer_than_one_shared_memory_batch(rasterizer):
     assert_images_close(got, rasterize_reference(**scene), "long tile lists vs reference")
 
 
-def _frames(B, n, width, height, sh_degree, seed):
-    scenes = [random_scene(n, width, height, sh_degree, seed=seed + b, background="image") for b in range(B)]
-    attrs = {k: np.stack([s[k] for s in scenes]) for k in ("means", "quats", "scales", "opacities", "colors")}
-    return scenes, attrs, np.stack([s["viewmat"] for s in scenes]), np.stack([s["K"] for s in scenes])
-
-
 def test_batched_equals_per_frame(rasterizer):
     B, n, W, H = 3, 600, 48, 40
-    scenes, attrs, views, Ks = _frames(B, n, W, H, 3, seed=40)
+    scenes, attrs, views, Ks = batch_of_frames(B, n, W, H, 3, seed=40)
     bgs = np.stack([s["background"] for s in scenes])
     got = rasterizer.render(**attrs, viewmats=views, Ks=Ks, width=W, height=H, background=bgs).copy()
     for b, s in enumerate(scenes):
@@ -86,7 +73,7 @@ def test_batched_equals_per_frame(rasterizer):
 
 def test_shared_attributes_equal_repeated_ones(rasterizer):
     B, n, W, H = 3, 400, 40, 32
-    scenes, attrs, views, Ks = _frames(B, n, W, H, 2, seed=60)
+    scenes, attrs, views, Ks = batch_of_frames(B, n, W, H, 2, seed=60)
     shared = {k: v[0] for k, v in attrs.items()}
     repeated = {k: np.repeat(v[None], B, axis=0) for k, v in shared.items()}
     color = np.array([0.3, 0.2, 0.1], np.float32)
@@ -106,12 +93,7 @@ def test_empty_and_culled_give_background_only(rasterizer):
 
 
 def test_extreme_gaussians_stay_finite(rasterizer):
-    scene = random_scene(200, 64, 48, 1, seed=11, background="color")
-    scene["scales"][:50] *= 100.0  # huge, covering every tile
-    scene["scales"][50:100] *= 1e-4  # far below a pixel
-    scene["means"][100:120] += np.array([0, 0, 50], np.float32)  # far away
-    scene["opacities"][120:140] = 0.0
-    scene["quats"][140:150] = np.array([0, 0, 0, 1e-3], np.float32)  # tiny, unnormalised
+    scene = extreme_scene()
     got = _render(rasterizer, scene)
     assert np.isfinite(got).all()
     assert_images_close(got, rasterize_reference(**scene), "extreme vs reference")
