@@ -62,9 +62,9 @@ def conv1d_cl(xp, x, w, b, stride):
     m, length, c = x.shape
     xpad = xp.concatenate([xp.zeros((m, 1, c), x.dtype), x, xp.zeros((m, 1, c), x.dtype)], axis=1)
     lout = (length + 2 - 3) // stride + 1
-    starts = np.arange(lout) * stride
-    idx = starts[:, None] + np.arange(3)[None, :]               # [L', 3]
-    cols = xpad[:, xp.asarray(idx)].reshape(m * lout, 3 * c)    # [M L', 3 C], index kk * C + c
+    # tap kk of output position j reads row j * stride + kk: strided slices, no index array to upload
+    taps = [xpad[:, kk:kk + stride * (lout - 1) + 1:stride] for kk in range(3)]  # 3 x [M, L', C]
+    cols = xp.concatenate(taps, axis=-1).reshape(m * lout, 3 * c)  # [M L', 3 C], index kk * C + c
     wmat = w.transpose(2, 1, 0).reshape(3 * c, -1)              # [3 C, O]
     return (cols @ wmat + b).reshape(m, lout, -1)
 
@@ -74,8 +74,8 @@ def audio_token(windows, w: Mapping, xp=np):
     """windows [B, 15, 2, D] (feats t-8 .. t+6; D = audio_dim, 80 for mel) -> audio token [B, 64] (docs/MODEL.md, audio.*)."""
     windows = _f32(xp, windows)
     bsz, dim = windows.shape[0], windows.shape[-1]
-    idx = np.arange(SUB_FRAMES)[:, None] + np.arange(8)[None, :]   # sub-frame i uses window[i .. i+7]
-    x = windows[:, xp.asarray(idx)].reshape(bsz * SUB_FRAMES, 16, dim)  # [B 8, L=16 rows, C=D features]
+    x = xp.stack([windows[:, i:i + 8] for i in range(SUB_FRAMES)], axis=1)  # sub-frame i uses window[i .. i+7]
+    x = x.reshape(bsz * SUB_FRAMES, 16, dim)                           # [B 8, L=16 rows, C=D features]
     for i in (0, 2, 4, 6):
         x = leaky(xp, conv1d_cl(xp, x, w[f"audio.net.conv.{i}.weight"], w[f"audio.net.conv.{i}.bias"], 2))
     x = x.reshape(bsz * SUB_FRAMES, 64)                                # [B 8, 64] (length 1)

@@ -44,7 +44,13 @@ class ArrayDeformRunner(Runner):
 
             set_blas_threads(self.threads)
         self.net = deform_ref.DeformNet(self._weights, self._queries, self.num_layers, self.sh_degree, self.xp)
-        self._w = {k: self.xp.asarray(v, dtype=self.xp.float32) for k, v in self._weights.items() if k.startswith("deform.")}
+        self._w = None  # the plain path's weights, made on first use (on a GPU a second copy of the network)
+
+    def _plain_weights(self):
+        if self._w is None:
+            self._w = {k: self.xp.asarray(v, dtype=self.xp.float32) for k, v in self._weights.items()
+                       if k.startswith("deform.")}
+        return self._w
 
     def infer_impl(self, feed):
         xp = self.xp
@@ -53,10 +59,10 @@ class ArrayDeformRunner(Runner):
             q = xp.asarray(feed["queries"])
             if self.fast and q.shape == self.net.queries.shape and bool((q == self.net.queries).all()):
                 return self.net(tokens)
-            return deform_ref.deform_plain(tokens, q, self._w, self.num_layers, self.sh_degree, xp)
+            return deform_ref.deform_plain(tokens, q, self._plain_weights(), self.num_layers, self.sh_degree, xp)
         if self.fast:
             return self.net(tokens)
-        return deform_ref.deform_plain(tokens, self.net.queries, self._w, self.num_layers, self.sh_degree, xp)
+        return deform_ref.deform_plain(tokens, self.net.queries, self._plain_weights(), self.num_layers, self.sh_degree, xp)
 
     def synchronize(self):
         if self.device != "cpu":

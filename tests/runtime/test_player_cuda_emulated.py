@@ -124,6 +124,9 @@ def test_player_gpu_path_matches_cpu_path(gpu, bundle, cpu_frames, kernels):
     # host -> device while playing: per-frame inputs only (audio window, tokens, camera, background);
     # the Gaussians (canonical and deformed) stay on the device
     assert gpu.log.h2d and not [t for t in gpu.log.h2d if 600 in t.shape], gpu.log.h2d
+    # ... and nothing but them: the networks upload no index arrays or weights per frame
+    assert {t.where.split(":")[0] for t in gpu.log.h2d} <= {"pipeline.py", "array_engine.py"}, gpu.log.h2d
+    assert len(gpu.log.h2d) <= 6 * len(got), gpu.log.h2d
 
 
 def test_batched_gpu_path_matches_cpu_path(gpu, bundle, cpu_frames):
