@@ -211,8 +211,12 @@ class TrtDeformRunner(Runner):
             raise ValueError(f"{self.name}: input tensor 'tokens' | batch {bsz} | expected at most {self.meta['profile']['batch'][2]} (rebuild with a larger max batch)")
         with self._run_lock:
             ctx = self.context
-            ctx.set_input_shape("tokens", tuple(tokens.shape))
-            ctx.set_input_shape("queries", tuple(queries.shape))
+            for name, x in (("tokens", tokens), ("queries", queries)):
+                # False (shape outside the profile) would leave the previous shape in force: outputs of the wrong size
+                if not ctx.set_input_shape(name, tuple(x.shape)):
+                    prof = self.meta["profile"]
+                    raise ValueError(f"{self.name}: input tensor {name!r} | shape {tuple(x.shape)} | expected batch "
+                                     f"1..{prof['batch'][2]} and N 1..{prof['n'][2]} (the engine's profile)")
             ctx.set_tensor_address("tokens", tokens.data.ptr)
             ctx.set_tensor_address("queries", queries.data.ptr)
             outs = {}

@@ -1,7 +1,7 @@
 """A numpy stand-in for the `cupy` and `cupyx` modules: the runtime's GPU path on a machine with no GPU.
 
 It stands for CuPy on one CUDA device (id 0), with only what the GPU path of gt_runtime touches
-(pipeline.py, player.py, session.py, engines/select.py, engines/array_engine.py, deform_ref.py,
+(pipeline.py, player.py, session.py, engines/select.py, engines/array_engine.py, engines/trt_engine.py, deform_ref.py,
 raster/_cuda.py, profile.py's CUDA-event clock). An attribute that is not listed here raises
 AttributeError: new GPU code that needs more of CuPy must add it here, explicitly.
 
@@ -37,6 +37,7 @@ import threading
 import time
 import traceback
 import types
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -207,8 +208,47 @@ class ndarray(np.ndarray):  # noqa: N801 - cupy's name
         np.copyto(out, src)
         return out
 
+    @property
+    def data(self):
+        """cupy.cuda.MemoryPointer of the array's first element (`.ptr`: its device address, an int)."""
+        return MemoryPointer(self)
+
     def __repr__(self):
         return "fake_cupy." + super().__repr__()
+
+
+class MemoryPointer:
+    """cupy.cuda.MemoryPointer: `.ptr` is the address (here the numpy buffer's); the array is registered so that
+    `device_memory` (what the TensorRT stand-in reads and writes through) can find it by address."""
+
+    __slots__ = ("ptr", "_owner")
+
+    def __init__(self, owner: ndarray):
+        self.ptr = int(owner.__array_interface__["data"][0])
+        self._owner = owner
+        _ALLOCATIONS.append(weakref.ref(owner))
+
+
+_ALLOCATIONS: list = []  # weak references to the arrays whose .data was taken
+
+
+def device_memory(ptr: int, nbytes: int) -> np.ndarray:
+    """The `nbytes` bytes of device memory at address `ptr` -> a writable uint8 numpy view.
+
+    Raises RuntimeError (what a kernel reading a bad address gives on a GPU: an illegal address) unless the
+    range lies inside one C-contiguous device array whose `.data.ptr` was taken and that is still alive.
+    """
+    alive = [r for r in _ALLOCATIONS if r() is not None]
+    _ALLOCATIONS[:] = alive
+    for ref in alive:
+        a = ref()
+        start = int(a.__array_interface__["data"][0])
+        if a.flags.c_contiguous and start <= ptr and ptr + nbytes <= start + a.nbytes:
+            return a.view(np.ndarray).reshape(-1).view(np.uint8)[ptr - start : ptr - start + nbytes]
+    raise RuntimeError(
+        f"cudaErrorIllegalAddress: {nbytes} bytes at 0x{ptr:x} are not inside a live, contiguous device array"
+        " (a host pointer, a freed array, or too small a buffer)"
+    )
 
 
 # -- module functions --------------------------------------------------------------------------
