@@ -202,30 +202,15 @@ class CudaRasterizer:
 
     def __init__(self, *, fast_math: bool = False, stream=None):
         cupy = _require_cupy()
-        self._setup(cupy, get_module(fast_math), stream if stream is not None else cupy.cuda.Stream(non_blocking=True))
-
-    @classmethod
-    def with_backend(cls, xp, kernels, stream) -> "CudaRasterizer":
-        """The same host code over another array namespace and kernel table.
-
-        Tests use it where there is no GPU: xp is numpy (with cupy's ``cuda.get_current_stream``),
-        kernels are raster_cuda.cu's kernels compiled for the CPU (tests/cuda_emu), called like
-        CuPy's ``RawKernel``: ``kernels[name](grid, block, args, stream=...)``.
-        """
-        self = cls.__new__(cls)
-        self._setup(xp, kernels, stream)
-        return self
-
-    def _setup(self, xp, kernels, stream):
-        self._cp = xp
-        self._module = kernels
-        self.stream = stream
+        self._cp = cupy
+        self._module = get_module(fast_math)
+        self.stream = stream if stream is not None else cupy.cuda.Stream(non_blocking=True)
         self._buffers: dict[str, object] = {}
         with self.stream:
-            self._dummy = xp.zeros(4, dtype=xp.float32)
+            self._dummy = cupy.zeros(4, dtype=cupy.float32)
         self._pinned = None
         self.last_n_isects = 0  # tile intersections of the last render
-        self.last_radii = None  # int32 [B * N] of the last render (0 = culled), for tests
+        self.last_radii = None  # cupy int32 [B * N] of the last render (0 = culled), for tests
 
     # -- buffers ------------------------------------------------------------------------
 

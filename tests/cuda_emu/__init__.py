@@ -1,7 +1,8 @@
-"""raster_cuda.cu's kernels on CPU threads (cuda_emu.h), driven by CudaRasterizer's own host code.
+"""raster_cuda.cu's kernels on CPU threads (cuda_emu.h), called like CuPy's RawKernel.
 
-    r = emulated_rasterizer(tmp_dir)          # compiles the kernels with g++ (about 2 s)
-    imgs = r.render(means, quats, ...)        # numpy [B, H, W, 3]
+    kernels = _Kernels(build(tmp_dir))        # compiles the kernels with g++ (about 2 s)
+    gpu = fake_cupy.install(monkeypatch, kernels)
+    imgs = CudaRasterizer().render(...)       # its own host code, over the numpy stand-in for CuPy
 
 This checks the kernels' logic (indexing, tile keys and ranges, shared-memory batches, barriers,
 early stop, batching and strides) where there is no GPU; the `gpu`-marked tests check the real
@@ -14,7 +15,6 @@ import ctypes
 import re
 import shutil
 import subprocess
-import types
 from pathlib import Path
 
 import numpy as np
@@ -34,34 +34,6 @@ def build(out_dir: Path) -> Path:
            "-I", str(RASTER_SRC), str(HERE / "raster_cuda_emu.cpp"), "-o", str(lib)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return lib
-
-
-class _Stream:
-    """Stands in for a cupy Stream: a no-op context, events and waits (everything runs synchronously)."""
-
-    ptr = 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def record(self):
-        return None
-
-    def wait_event(self, event):
-        return None
-
-    def synchronize(self):
-        return None
-
-
-def numpy_as_cupy():
-    """numpy under cupy's names, plus the stream calls CudaRasterizer.render makes."""
-    ns = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
-    ns.cuda = types.SimpleNamespace(get_current_stream=_Stream)
-    return ns
 
 
 # CuPy passes kernel arguments by position with no type check, so a swapped or mistyped argument
@@ -129,10 +101,3 @@ class _Kernels(dict):
         params = parse_kernel_params((RASTER_SRC / "raster_cuda.cu").read_text())
         assert set(params) == set(KERNEL_NAMES), f"kernels in raster_cuda.cu {sorted(params)} != {KERNEL_NAMES}"
         super().__init__({name: _Kernel(lib, name, params[name]) for name in KERNEL_NAMES})
-
-
-def emulated_rasterizer(lib_path: Path):
-    """A CudaRasterizer whose arrays are numpy and whose kernels run on CPU threads."""
-    from gt_runtime.raster._cuda import CudaRasterizer
-
-    return CudaRasterizer.with_backend(numpy_as_cupy(), _Kernels(lib_path), _Stream())

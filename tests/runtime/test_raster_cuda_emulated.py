@@ -1,6 +1,7 @@
-"""raster_cuda.cu's kernels run on CPU threads (tests/cuda_emu), driven by CudaRasterizer's host code
-over numpy: the kernels' logic checked on machines with no GPU, against the numpy reference and the
-C++ rasterizer. What this cannot check (NVRTC, __expf, the device itself) is in test_raster_cuda.py."""
+"""raster_cuda.cu's kernels run on CPU threads (tests/cuda_emu), driven by CudaRasterizer's own host code
+under the numpy stand-in for CuPy (tests/cuda_emu/fake_cupy.py): the kernels' logic checked on machines with
+no GPU, against the numpy reference and the C++ rasterizer. What this cannot check (NVRTC, __expf, the
+device itself) is in test_raster_cuda.py."""
 
 from __future__ import annotations
 
@@ -11,31 +12,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gt_runtime.raster import _cpu
+from gt_runtime.raster import _cpu, _cuda
 from gt_runtime.raster._reference import rasterize_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cuda_emu import build, emulated_rasterizer  # noqa: E402
+from cuda_emu import _Kernels, build, fake_cupy  # noqa: E402
 from raster_scenes import CUDA_SCENES, assert_images_close, batch_of_frames, extreme_scene, random_scene  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory):
+def kernels(tmp_path_factory):
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler to build the CPU emulation of the CUDA kernels")
-    return build(tmp_path_factory.mktemp("cuda_emu"))
+    return _Kernels(build(tmp_path_factory.mktemp("cuda_emu")))
 
 
 @pytest.fixture
-def rasterizer(emu):
-    return emulated_rasterizer(emu)
+def gpu(monkeypatch, kernels):
+    return fake_cupy.install(monkeypatch, kernels)
+
+
+@pytest.fixture
+def rasterizer(gpu):
+    return _cuda.CudaRasterizer()
 
 
 def _render(r, s, **kw):
-    """One scene through CudaRasterizer.render -> [H, W, 3]."""
+    """One scene through CudaRasterizer.render -> host [H, W, 3]."""
     img = r.render(s["means"], s["quats"], s["scales"], s["opacities"], s["colors"], s["viewmat"][None],
                    s["K"][None], s["width"], s["height"], s["background"], sh=s["colors"].ndim == 3, **kw)  # fmt: skip
-    return img[0]
+    return r._cp.asnumpy(img[0])
 
 
 # The GPU tests' scenes small enough for CPU threads (each 16x16 tile spawns 256 of them).
@@ -56,7 +62,7 @@ def test_tiles_longer_than_one_shared_memory_batch(rasterizer):
     """More than 256 Gaussians in a tile: the blend kernel stages them in several batches."""
     scene = random_scene(4000, 48, 32, 3, seed=21, background="color")
     got = _render(rasterizer, scene)
-    ranges = rasterizer._buffers["tile_ranges"][: 3 * 2 * 2].reshape(-1, 2)
+    ranges = rasterizer._cp.asnumpy(rasterizer._buffers["tile_ranges"][: 3 * 2 * 2]).reshape(-1, 2)
     assert (ranges[:, 1] - ranges[:, 0]).max() > 256
     assert_images_close(got, rasterize_reference(**scene), "long tile lists vs reference")
 
@@ -65,7 +71,7 @@ def test_batched_equals_per_frame(rasterizer):
     B, n, W, H = 3, 600, 48, 40
     scenes, attrs, views, Ks = batch_of_frames(B, n, W, H, 3, seed=40)
     bgs = np.stack([s["background"] for s in scenes])
-    got = rasterizer.render(**attrs, viewmats=views, Ks=Ks, width=W, height=H, background=bgs).copy()
+    got = rasterizer._cp.asnumpy(rasterizer.render(**attrs, viewmats=views, Ks=Ks, width=W, height=H, background=bgs))
     for b, s in enumerate(scenes):
         np.testing.assert_array_equal(got[b], _render(rasterizer, s), err_msg=f"frame {b}: batch != single")
         assert_images_close(got[b], rasterize_reference(**s), f"frame {b} vs reference")
@@ -77,9 +83,10 @@ def test_shared_attributes_equal_repeated_ones(rasterizer):
     shared = {k: v[0] for k, v in attrs.items()}
     repeated = {k: np.repeat(v[None], B, axis=0) for k, v in shared.items()}
     color = np.array([0.3, 0.2, 0.1], np.float32)
-    a = rasterizer.render(**shared, viewmats=views, Ks=Ks, width=W, height=H, background=color).copy()
-    b = rasterizer.render(**repeated, viewmats=views, Ks=Ks, width=W, height=H,
-                          background=np.repeat(color[None], B, 0))  # fmt: skip
+    host = rasterizer._cp.asnumpy
+    a = host(rasterizer.render(**shared, viewmats=views, Ks=Ks, width=W, height=H, background=color))
+    b = host(rasterizer.render(**repeated, viewmats=views, Ks=Ks, width=W, height=H,
+                               background=np.repeat(color[None], B, 0)))  # fmt: skip
     np.testing.assert_array_equal(a, b)
 
 
@@ -99,7 +106,7 @@ def test_extreme_gaussians_stay_finite(rasterizer):
     assert_images_close(got, rasterize_reference(**scene), "extreme vs reference")
 
 
-def test_mixed_per_frame_and_shared_attributes(rasterizer):
+def test_mixed_per_frame_and_shared_attributes(rasterizer, kernels):
     """Per-frame means with every other attribute shared, and per-frame colour backgrounds [B, 3]."""
     B, W, H = 3, 35, 19
     scenes = [random_scene(30, W, H, 2, seed=100 + b, background="image") for b in range(B)]
@@ -107,12 +114,14 @@ def test_mixed_per_frame_and_shared_attributes(rasterizer):
     shared = {k: scenes[0][k] for k in ("means", "quats", "scales", "opacities", "colors")}
     means = np.stack([s["means"] for s in scenes])
     bgs = np.random.default_rng(0).uniform(size=(B, 3)).astype(np.float32)
-    got = rasterizer.render(**dict(shared, means=means), viewmats=views, Ks=Ks, width=W, height=H, background=bgs)
+    blends = kernels["gt_raster_blend"].calls
+    got = rasterizer._cp.asnumpy(rasterizer.render(**dict(shared, means=means), viewmats=views, Ks=Ks, width=W,
+                                                   height=H, background=bgs))  # fmt: skip
     for b, s in enumerate(scenes):
         want = rasterize_reference(**dict(shared, means=means[b]), viewmat=s["viewmat"], K=s["K"], width=W, height=H,
                                    background=bgs[b])  # fmt: skip
         assert_images_close(got[b], want, f"frame {b} vs reference")
-    assert rasterizer._module["gt_raster_blend"].calls == 1
+    assert kernels["gt_raster_blend"].calls - blends == 1  # all frames in one launch
 
 
 def test_render_checks_shapes(rasterizer):
