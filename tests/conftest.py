@@ -22,3 +22,23 @@ def speech_identity(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("identity") / "speech8s"
     return make_synthetic_identity(SyntheticConfig(out_dir=out, seconds=8.0, size=64, seed=0, progress=False))
+
+
+@pytest.fixture(scope="session")
+def emulated_kernels(tmp_path_factory):
+    """plugins/raster/raster_cuda.cu's kernels compiled for CPU threads (tests/cuda_emu), built once."""
+    import shutil
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler to build the CPU emulation of the CUDA kernels")
+    from cuda_emu import _Kernels, build
+
+    return _Kernels(build(tmp_path_factory.mktemp("cuda_emu")))
+
+
+@pytest.fixture
+def gpu(monkeypatch, emulated_kernels):
+    """cupy / cupyx -> the numpy stand-ins, CUDA kernels -> the CPU-emulated ones; undone after the test."""
+    from cuda_emu import fake_cupy
+
+    return fake_cupy.install(monkeypatch, emulated_kernels)

@@ -13,7 +13,6 @@ What needs a real GPU (NVRTC, __expf, streams running asynchronously, speed) is 
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from gt_runtime.player import Player
 from gt_runtime.testing import make_random_bundle, stream_in_chunks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cuda_emu import _Kernels, build, fake_cupy  # noqa: E402
+from cuda_emu import fake_cupy  # noqa: E402
 
 W, H = 40, 24  # not square, not a multiple of the 16-pixel tile: 3 x 2 tiles
 CPU_RASTER = "cpu" if cpu_raster_available() else "reference"
@@ -40,19 +39,6 @@ def speech(seconds, seed=0, sr=16000):
 
 PCM = speech(1.0)  # 25 frames: the 6-frame camera track ping-pongs
 SHORT = speech(0.4, seed=1)  # 10 frames
-
-
-@pytest.fixture(scope="module")
-def kernels(tmp_path_factory):
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler to build the CPU emulation of the CUDA kernels")
-    return _Kernels(build(tmp_path_factory.mktemp("cuda_emu")))
-
-
-@pytest.fixture
-def gpu(monkeypatch, kernels):
-    """cupy / cupyx -> the numpy stand-ins, CUDA kernels -> the CPU-emulated ones; undone after the test."""
-    return fake_cupy.install(monkeypatch, kernels)
 
 
 @pytest.fixture(scope="module")
@@ -109,18 +95,18 @@ def stream(player, pcm, batch, seed, max_ms=300):
     return stream_in_chunks(player.session(batch=batch), pcm, lambda: rng.integers(0, max_ms + 1) * 16)
 
 
-def test_player_gpu_path_matches_cpu_path(gpu, bundle, cpu_frames, kernels):
+def test_player_gpu_path_matches_cpu_path(gpu, bundle, cpu_frames, emulated_kernels):
     p = Player(bundle, engine="array-cupy", raster="cuda")
     info = p.describe()
     assert (info["engine"], info["raster"]) == ("array-cupy", "cuda")
     assert info["device"] == "cuda: " + fake_cupy.DEVICE_NAME
     assert p.pipeline.xp is gpu.cupy and isinstance(p.pipeline._dev["means"], gpu.cupy.ndarray)
     gpu.log.clear()
-    blends = kernels["gt_raster_blend"].calls
+    blends = emulated_kernels["gt_raster_blend"].calls
     got = play(p, PCM)
     parity(got, cpu_frames["pcm"])
     assert_only_final_frames_copied(gpu.log, batches(len(got), 1))
-    assert kernels["gt_raster_blend"].calls - blends == len(got)
+    assert emulated_kernels["gt_raster_blend"].calls - blends == len(got)
     # host -> device while playing: per-frame inputs only (audio window, tokens, camera, background);
     # the Gaussians (canonical and deformed) stay on the device
     assert gpu.log.h2d and not [t for t in gpu.log.h2d if 600 in t.shape], gpu.log.h2d
@@ -222,13 +208,13 @@ def test_profile_uses_cuda_events(gpu, bundle):
 # -- the stand-in itself ----------------------------------------------------------------------
 
 
-def test_fake_enforces_cupy_rules_and_is_undone(kernels):
+def test_fake_enforces_cupy_rules_and_is_undone(emulated_kernels):
     import gt_runtime.raster._cuda as cuda_mod
     from gt_runtime.engines.select import gpu_available
 
     before = sys.modules.get("cupy")
     mp = pytest.MonkeyPatch()
-    fake = fake_cupy.install(mp, kernels)
+    fake = fake_cupy.install(mp, emulated_kernels)
     try:
         import cupy as cp
 

@@ -5,7 +5,6 @@ device itself) is in test_raster_cuda.py."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,20 +15,7 @@ from gt_runtime.raster import _cpu, _cuda
 from gt_runtime.raster._reference import rasterize_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cuda_emu import _Kernels, build, fake_cupy  # noqa: E402
 from raster_scenes import CUDA_SCENES, assert_images_close, batch_of_frames, extreme_scene, random_scene  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def kernels(tmp_path_factory):
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler to build the CPU emulation of the CUDA kernels")
-    return _Kernels(build(tmp_path_factory.mktemp("cuda_emu")))
-
-
-@pytest.fixture
-def gpu(monkeypatch, kernels):
-    return fake_cupy.install(monkeypatch, kernels)
 
 
 @pytest.fixture
@@ -106,7 +92,7 @@ def test_extreme_gaussians_stay_finite(rasterizer):
     assert_images_close(got, rasterize_reference(**scene), "extreme vs reference")
 
 
-def test_mixed_per_frame_and_shared_attributes(rasterizer, kernels):
+def test_mixed_per_frame_and_shared_attributes(rasterizer, emulated_kernels):
     """Per-frame means with every other attribute shared, and per-frame colour backgrounds [B, 3]."""
     B, W, H = 3, 35, 19
     scenes = [random_scene(30, W, H, 2, seed=100 + b, background="image") for b in range(B)]
@@ -114,14 +100,14 @@ def test_mixed_per_frame_and_shared_attributes(rasterizer, kernels):
     shared = {k: scenes[0][k] for k in ("means", "quats", "scales", "opacities", "colors")}
     means = np.stack([s["means"] for s in scenes])
     bgs = np.random.default_rng(0).uniform(size=(B, 3)).astype(np.float32)
-    blends = kernels["gt_raster_blend"].calls
+    blends = emulated_kernels["gt_raster_blend"].calls
     got = rasterizer._cp.asnumpy(rasterizer.render(**dict(shared, means=means), viewmats=views, Ks=Ks, width=W,
                                                    height=H, background=bgs))  # fmt: skip
     for b, s in enumerate(scenes):
         want = rasterize_reference(**dict(shared, means=means[b]), viewmat=s["viewmat"], K=s["K"], width=W, height=H,
                                    background=bgs[b])  # fmt: skip
         assert_images_close(got[b], want, f"frame {b} vs reference")
-    assert kernels["gt_raster_blend"].calls - blends == 1  # all frames in one launch
+    assert emulated_kernels["gt_raster_blend"].calls - blends == 1  # all frames in one launch
 
 
 def test_render_checks_shapes(rasterizer):

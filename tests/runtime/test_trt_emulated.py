@@ -30,7 +30,7 @@ from gt_runtime.testing import make_random_bundle  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cuda_emu import fake_cupy, fake_tensorrt  # noqa: E402
-from test_player_cuda_emulated import CPU_RASTER, H, SHORT, W, kernels, parity, play  # noqa: E402, F401
+from test_player_cuda_emulated import CPU_RASTER, H, SHORT, W, parity, play  # noqa: E402
 
 N = 300
 
@@ -48,8 +48,7 @@ def bundle(bundle_path, tmp_path):
 
 
 @pytest.fixture
-def trt(monkeypatch, kernels):  # noqa: F811 - the module-scoped fixture imported above
-    fake_cupy.install(monkeypatch, kernels)
+def trt(monkeypatch, gpu):
     return fake_tensorrt.install(monkeypatch)
 
 
