@@ -34,6 +34,8 @@ from typing import Mapping
 
 import numpy as np
 
+from gt_runtime.audio.frontend import FRONTENDS, MEL_META, MODEL_FRONTENDS, check_meta
+from gt_runtime.audio.mel import N_MELS
 from gt_runtime.errors import InputError
 
 FORMAT = "gt-bundle"
@@ -47,7 +49,6 @@ GAUSSIAN_KEYS = ("means", "quats", "log_scales", "opacity_logits", "sh", "querie
 ONNX_FILES = {"fp32": "deform.onnx", "fp16": "deform.fp16.onnx", "int8": "deform.int8.onnx"}
 AUDIO_ONNX = "audio_encoder.onnx"
 AUDIO_FRONTEND_ONNX = "audio_frontend.onnx"
-MEL_DIM = 80  # audio_dim of bundles and datasets that do not record one (the mel front end)
 REQUIRED_FILES = ("gaussians.npz", "weights.npz", "scene/background.jpg", "scene/track.npz")
 _REEXPORT = "re-export the bundle with gt export"
 
@@ -62,7 +63,7 @@ def head_dims(sh_degree: int) -> dict[str, int]:
     return {"mu": 3, "rot": 4, "scale": 3, "sh": 3 * sh_bases(sh_degree), "opacity": 1}
 
 
-def weight_shapes(num_layers: int, sh_degree: int, hidden: int = HIDDEN, audio_dim: int = MEL_DIM) -> dict[str, tuple[int, ...]]:
+def weight_shapes(num_layers: int, sh_degree: int, hidden: int = HIDDEN, audio_dim: int = N_MELS) -> dict[str, tuple[int, ...]]:
     """Every parameter name of docs/MODEL.md -> its torch shape (Linear weight [out, in], Conv1d [out, in, k]).
 
     audio_dim: width D of the audio features (80 for mel, the model's hidden size for hubert / wav2vec2),
@@ -252,7 +253,7 @@ class Bundle:
     @property
     def audio_dim(self) -> int:
         """D, the width of the audio features the model reads (80 = mel; absent in old bundles -> 80)."""
-        return int(self.manifest["model"].get("audio_dim", MEL_DIM))
+        return int(self.manifest["model"].get("audio_dim", N_MELS))
 
     @property
     def audio_frontend(self) -> str:
@@ -262,8 +263,6 @@ class Bundle:
     @property
     def audio_meta(self) -> dict:
         """The front end's description (gt_runtime.audio.frontend): manifest `audio`, or mel's."""
-        from gt_runtime.audio.frontend import MEL_META
-
         return dict(self.manifest.get("audio") or MEL_META)
 
     @property
@@ -318,13 +317,11 @@ class Bundle:
 
 def _check_audio(manifest: dict, mpath: Path) -> None:
     """The audio front end: a known name, a description that agrees with model.audio_dim, its graph listed."""
-    from gt_runtime.audio.frontend import FRONTENDS, MODEL_FRONTENDS, check_meta
-
     name = manifest.get("audio_frontend", "mel")
     if name not in FRONTENDS:
         raise InputError(f"{mpath}: unknown audio front end {name!r} (this gt knows {', '.join(FRONTENDS)}) | upgrade gt, or {_REEXPORT}")
     model = manifest["model"] if isinstance(manifest["model"], dict) else {}
-    dim = model.get("audio_dim", MEL_DIM)
+    dim = model.get("audio_dim", N_MELS)
     meta = check_meta(manifest.get("audio") if name != "mel" or "audio" in manifest else None, str(mpath), _REEXPORT)
     if meta["name"] != name:
         raise InputError(f"{mpath}: audio_frontend {name!r} but the audio description says {meta['name']!r} | {_REEXPORT}")
@@ -390,7 +387,7 @@ def write_bundle(
     deg = int(model["sh_degree"])
     model.setdefault("hidden", HIDDEN)
     model.setdefault("heads", HEADS)
-    model.setdefault("audio_dim", MEL_DIM)
+    model.setdefault("audio_dim", N_MELS)
     n = int(np.asarray(gaussians["means"]).shape[0])
     g = {k: np.ascontiguousarray(gaussians[k], dtype=np.float32) for k in GAUSSIAN_KEYS}
     np.savez(root / "gaussians.npz", **g)

@@ -39,9 +39,8 @@ from typing import Callable
 
 import numpy as np
 
-SAMPLE_RATE = 16000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+from gt_runtime.audio.mel import SAMPLE_RATE, SAMPLES_PER_FRAME, num_video_frames
+
 STRIDE = 320  # 50 Hz rows
 RECEPTIVE_FIELD = 400  # the HuBERT / wav2vec 2.0 conv encoder (kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2)
 ROWS_PER_FRAME = SAMPLES_PER_FRAME // STRIDE  # 2
@@ -121,10 +120,6 @@ class BlockSpec:
         return {**self.to_dict(), "window_samples": self.window_samples,
                 "frontend_lookahead_ms": self.lookahead_samples / SAMPLE_RATE * 1000.0,
                 "block_ms": self.block_rows * 20, "left_ms": self.left_rows * 20, "right_ms": self.right_rows * 20}
-
-
-def num_video_frames(num_samples: int) -> int:
-    return -(-int(num_samples) * FPS // SAMPLE_RATE)
 
 
 class BlockStream:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.audio import load_audio, mel_features
+from gt_runtime.audio.frontend import MEL_META, for_dataset, read_dataset_meta
 from gt_runtime.errors import InputError
 
 FORMAT = "gt-identity"
@@ -82,7 +84,7 @@ class IdentityDataset:
     background_path: Path
     audio_path: Path
     ground_truth: dict = field(default_factory=dict)
-    audio_frontend: dict = field(default_factory=lambda: {"name": "mel", "dim": 80})  # gt_runtime.audio.frontend description
+    audio_frontend: dict = field(default_factory=lambda: dict(MEL_META))  # gt_runtime.audio.frontend description
 
     @property
     def num_frames(self) -> int:
@@ -100,16 +102,12 @@ class IdentityDataset:
         if self.audio_frontend.get("name", "mel") == "mel":
             return self.audio_features
         if getattr(self, "_mel", None) is None:
-            from gt_runtime.audio import load_audio, mel_features
-
             pcm, sr = load_audio(self.audio_path, allow_silent=True)
             self._mel = mel_features(pcm, sr, num_frames=self.num_frames)
         return self._mel
 
     def audio_frontend_runner(self, threads: int | None = None):
         """The front end that made audio_features.npy (gt_runtime.audio.frontend): features of other speech for this model."""
-        from gt_runtime.audio.frontend import for_dataset
-
         return for_dataset(self.root, threads)
 
     def viewmat(self, t: int) -> np.ndarray:
@@ -282,8 +280,6 @@ def load_identity(root: str | Path, check_images: str = "sample") -> IdentityDat
 
     audio_path = root / "audio.wav"
     _check_audio(audio_path, T)
-    from gt_runtime.audio.frontend import read_dataset_meta
-
     frontend = read_dataset_meta(root)
     feats = _load_npy(root / "audio_features.npy", (FEATURE_ROWS, frontend["dim"]), T=T)
     blink = _load_npy(root / "blink.npy", (), T=T)

@@ -187,7 +187,7 @@ def preprocess(cfg: PreprocessConfig) -> Path:
     """Video -> identity dataset in cfg.out_dir (see the module docstring) -> the directory."""
     from PIL import Image
 
-    from gt_runtime.audio import write_wav
+    from gt_runtime.audio import load_audio, write_wav
     from gt_train.data.format import default_split, frame_name, write_ply_points
     from gt_train.preprocess import background as bgm
     from gt_train.preprocess import pose as posem
@@ -276,12 +276,11 @@ def preprocess(cfg: PreprocessConfig) -> Path:
             _warn(msg)
             warnings_.append(msg)
         write_wav(tmp / "audio.wav", pcm, 16000)
-        import soundfile as sf
-
         from gt_train.preprocess.audio_model import write_audio_features
 
-        # Features of the audio as stored (16-bit), so that audio.wav -> front end reproduces them exactly.
-        pcm = sf.read(str(tmp / "audio.wav"), dtype="float32")[0].reshape(-1)
+        # Features of the audio as stored (16-bit) and read back as gt export reads it, so that
+        # audio.wav -> front end reproduces them exactly.
+        pcm = load_audio(tmp / "audio.wav", allow_silent=True)[0]
 
         audio_meta = write_audio_features(tmp, pcm, T, cfg.audio_config(), progress=show)
         np.save(tmp / "blink.npy", blink)
