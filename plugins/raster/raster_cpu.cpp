@@ -311,7 +311,6 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, b
     // 4. blend, one tile per task, heaviest first
     st.kernels = raster_cpu_select_isa();
     const TileKernels* kern = st.kernels;
-    st.for_backward = for_backward;
     if (for_backward) {
         st.T_final.resize((size_t)W * H);
         st.n_contrib.resize((size_t)W * H);

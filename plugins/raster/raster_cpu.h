@@ -38,7 +38,6 @@ struct RasterState {
     std::vector<Splat> sorted;          // [V] splats[order[j]]: tile lists read these in increasing j
     std::vector<int32_t> tile_offsets;  // [tiles + 1] into tile_ids
     std::vector<int32_t> tile_ids;      // [n_isects] depth ranks j (index into order / sorted), front to back per tile
-    bool for_backward = false;          // T_final and n_contrib were filled
     std::vector<float> T_final;         // [H, W] transmittance after the last contributor
     std::vector<int32_t> n_contrib;     // [H, W] 1 + index (in the tile list) of the last contributor; 0 = none
     std::vector<int32_t> tile_order;    // [tiles] tiles by decreasing list length (scheduling order)
