@@ -336,6 +336,12 @@ class Stream:
             self.ptr = Stream._next_ptr
             Stream._next_ptr += 1
 
+    @staticmethod
+    def check_handle(handle: int, what: str) -> None:
+        """A raw stream handle (TensorRT, ONNX Runtime) must be one this fake made (0 = the null stream)."""
+        if not 0 <= handle < Stream._next_ptr:
+            raise RuntimeError(f"cudaErrorInvalidResourceHandle: {what} 0x{handle:x} is not a CUDA stream")
+
     @classmethod
     def _stack(cls) -> list:
         if not hasattr(cls._tls, "stack"):

@@ -144,9 +144,7 @@ def _cuda_options(options: dict) -> dict:
         raise _fail(f"[CUDAExecutionProvider] Invalid device_id {dev}: the machine has "
                     f"{fake_cupy._runtime().getDeviceCount()} CUDA device(s)")  # fmt: skip
     if "user_compute_stream" in parsed:
-        s = parsed["user_compute_stream"]
-        if not 0 <= s < fake_cupy.Stream._next_ptr:
-            raise RuntimeError(f"cudaErrorInvalidResourceHandle: user_compute_stream 0x{s:x} is not a CUDA stream")
+        fake_cupy.Stream.check_handle(parsed["user_compute_stream"], "user_compute_stream")
     return parsed
 
 
@@ -307,7 +305,6 @@ class IOBinding:
 
 def install(monkeypatch) -> FakeOrtCuda:
     """sys.modules["onnxruntime"] -> a module with the CUDA EP (fake_cupy.install must come first); undone by monkeypatch."""
-    global _STATE
     import onnxruntime as real
 
     real = sys.modules.get("onnxruntime", real)

@@ -535,8 +535,7 @@ class IExecutionContext:
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         _type(stream_handle, int, "IExecutionContext.execute_async_v3", "stream_handle")
-        if not 0 <= stream_handle < fake_cupy.Stream._next_ptr:
-            raise RuntimeError(f"cudaErrorInvalidResourceHandle: stream 0x{stream_handle:x} is not a CUDA stream")
+        fake_cupy.Stream.check_handle(stream_handle, "stream")
         e = self._engine
         inputs = [n for n in e._names if e._io[n][0] == TensorIOMode.INPUT]
         missing = [n for n in inputs if n not in self._shapes]
