@@ -181,8 +181,6 @@ class FramePipeline:
         self.default_overlap = overlap if overlap is not None else (self.device == "cpu" and self.raster == "cpu")
 
     def describe(self) -> dict:
-        import platform
-
         dev = "cpu"
         if self.device == "cuda" or self.raster == "cuda":
             import cupy

@@ -28,7 +28,7 @@ from gt_runtime.player import Player  # noqa: E402
 from gt_runtime.testing import make_random_bundle  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cuda_emu import fake_cupy, fake_ort_cuda  # noqa: E402
+from cuda_emu import fake_ort_cuda  # noqa: E402
 from test_player_cuda_emulated import CPU_RASTER, H, SHORT, W, parity, play  # noqa: E402
 
 N = 300
