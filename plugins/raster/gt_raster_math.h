@@ -12,6 +12,7 @@
 // Every *_vjp function ACCUMULATES (+=) into its v_* outputs; callers zero them.
 //
 // Functions (all GT_HD):
+//   float gt_minf(float a, float b), gt_maxf(float a, float b)   (a when b is NaN)
 //   void  gt_quat_to_rotmat(const float* quat /*[4]*/, float* R /*[9]*/)
 //   void  gt_quat_to_rotmat_vjp(const float* quat, const float* v_R /*[9]*/, float* v_quat /*[4]*/)
 //   void  gt_quat_scale_to_covar(const float* quat, const float* scale /*[3]*/, float* covar /*[9]*/)
@@ -57,7 +58,11 @@
 #define GT_HD __host__ __device__ __forceinline__
 #else
 #include <math.h>
+// A translation unit compiled with other -m flags defines GT_HD as `static inline` first, so that
+// its copies of these functions never stand in for the baseline ones at link time.
+#ifndef GT_HD
 #define GT_HD inline
+#endif
 #endif
 // Fast exp on the device (as gsplat), libm expf on the host.
 #ifdef __CUDA_ARCH__
@@ -83,6 +88,11 @@
 ///////////////////////////////
 // Quaternion, covariance
 ///////////////////////////////
+
+// min / max that return a when b is NaN, like fminf / fmaxf with the NaN second. Plain compares, so
+// that loops over these functions vectorise on the CPU (fminf / fmaxf do not, for their NaN rules).
+GT_HD float gt_minf(float a, float b) { return b < a ? b : a; }
+GT_HD float gt_maxf(float a, float b) { return b > a ? b : a; }
 
 // quat [4] wxyz (any norm > 0) -> R [9] row-major rotation.
 GT_HD void gt_quat_to_rotmat(const float* quat, float* R)
@@ -228,8 +238,8 @@ GT_HD void gt_proj_jacobian(const float* mean_c, float fx, float fy, float cx, f
     float x = mean_c[0], y = mean_c[1], z = mean_c[2];
     float rz = 1.f / z;
     float rz2 = rz * rz;
-    *tx = z * fminf(lim[0], fmaxf(-lim[1], x * rz));
-    *ty = z * fminf(lim[2], fmaxf(-lim[3], y * rz));
+    *tx = z * gt_minf(lim[0], gt_maxf(-lim[1], x * rz));
+    *ty = z * gt_minf(lim[2], gt_maxf(-lim[3], y * rz));
     J[0] = fx * rz; J[1] = 0.f;     J[2] = -fx * (*tx) * rz2;
     J[3] = 0.f;     J[4] = fy * rz; J[5] = -fy * (*ty) * rz2;
 }
@@ -329,15 +339,15 @@ GT_HD void gt_conic_vjp(const float* conic, const float* v_conic, float* v_cov2d
 GT_HD float gt_radius(const float* cov2d, float det)
 {
     float b = 0.5f * (cov2d[0] + cov2d[2]);
-    float v1 = b + sqrtf(fmaxf(0.01f, b * b - det));
+    float v1 = b + sqrtf(gt_maxf(0.01f, b * b - det));
     return ceilf(3.f * sqrtf(v1));
 }
 
 // True if the radius box around mean2d [2] misses the image.
 GT_HD bool gt_offscreen(const float* mean2d, float radius, int width, int height)
 {
-    return mean2d[0] + radius <= 0.f || mean2d[0] - radius >= (float)width ||
-           mean2d[1] + radius <= 0.f || mean2d[1] - radius >= (float)height;
+    return (mean2d[0] + radius <= 0.f) | (mean2d[0] - radius >= (float)width) |  // | : no branches
+           (mean2d[1] + radius <= 0.f) | (mean2d[1] - radius >= (float)height);
 }
 
 // Tiles [tx0, tx1) x [ty0, ty1) touched by the radius box (gsplat isect_tiles), clamped to the grid.
@@ -358,29 +368,30 @@ GT_HD void gt_tile_bounds(const float* mean2d, float radius, int tiles_x, int ti
 
 // mean [3], quat [4], scale [3] world; viewmat [16] -> mean2d [2], conic [3], depth, radius.
 // Returns false (radius = 0) when culled: z outside [near, far], det <= 0, non-finite,
-// radius <= 0, or the radius box fully off-screen.
+// radius <= 0, or the radius box fully off-screen. One exit and no early return, so that a CPU
+// loop over it vectorises: every output is computed, and a culled Gaussian's mean2d, conic and
+// depth are meaningless.
 GT_HD bool gt_project_ewa(const float* mean, const float* quat, const float* scale, const float* viewmat,
                           float fx, float fy, float cx, float cy, int width, int height,
                           float* mean2d, float* conic, float* depth, float* radius)
 {
-    *radius = 0.f;
-    float mean_c[3];
+    float mean_c[3], covar[9], covar_c[9], cov2d[3];
     gt_pos_world_to_cam(viewmat, mean, mean_c);
-    if (!(mean_c[2] >= GT_NEAR && mean_c[2] <= GT_FAR)) return false;  // also rejects NaN
-    float covar[9], covar_c[9], cov2d[3];
     gt_quat_scale_to_covar(quat, scale, covar);
     gt_covar_world_to_cam(viewmat, covar, covar_c);
     gt_persp_proj(mean_c, covar_c, fx, fy, cx, cy, width, height, cov2d, mean2d);
     float det = gt_add_blur(cov2d);
-    if (!(det > 0.f) || !(det < 3.0e38f)) return false;  // degenerate or overflowed (inf / NaN)
     gt_conic(cov2d, det, conic);
     float r = gt_radius(cov2d, det);
-    if (!(r > 0.f) || !(r < 3.0e38f)) return false;
-    if (!(mean2d[0] == mean2d[0]) || !(mean2d[1] == mean2d[1])) return false;  // NaN mean
-    if (gt_offscreen(mean2d, r, width, height)) return false;
+    // & instead of &&: no branches. The compares also reject NaN.
+    bool ok = (mean_c[2] >= GT_NEAR) & (mean_c[2] <= GT_FAR);
+    ok = ok & (det > 0.f) & (det < 3.0e38f);  // degenerate or overflowed (inf / NaN)
+    ok = ok & (r > 0.f) & (r < 3.0e38f);
+    ok = ok & (mean2d[0] == mean2d[0]) & (mean2d[1] == mean2d[1]);  // NaN mean
+    ok = ok & !gt_offscreen(mean2d, r, width, height);
     *depth = mean_c[2];
-    *radius = r;
-    return true;
+    *radius = ok ? r : 0.f;
+    return ok;
 }
 
 // VJP of gt_project_ewa for a visible Gaussian. conic [3] is the forward output;
@@ -494,9 +505,9 @@ GT_HD void gt_sh_to_color(int degree, const float* dir, const float* coeffs, flo
         s1 += basis[k] * coeffs[k * 3 + 1];
         s2 += basis[k] * coeffs[k * 3 + 2];
     }
-    rgb[0] = fmaxf(s0 + 0.5f, 0.f);
-    rgb[1] = fmaxf(s1 + 0.5f, 0.f);
-    rgb[2] = fmaxf(s2 + 0.5f, 0.f);
+    rgb[0] = gt_maxf(0.f, s0 + 0.5f);
+    rgb[1] = gt_maxf(0.f, s1 + 0.5f);
+    rgb[2] = gt_maxf(0.f, s2 + 0.5f);
 }
 
 // VJP of gt_sh_to_color: v_rgb [3] -> v_coeffs [K, 3] (+=), v_dir [3] (+=, skipped if nullptr).

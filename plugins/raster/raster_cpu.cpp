@@ -194,7 +194,6 @@ void splat_tiles(const Splat& s, float radius, int tiles_x, int tiles_y, int& x0
 void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, bool for_backward)
 {
     const int N = in.N, W = in.width, H = in.height;
-    const float fx = in.K[0], fy = in.K[4], cx = in.K[2], cy = in.K[5];
     const int KB = sh_bases(in.sh_degree);
     st.N = N;
     st.width = W;
@@ -208,33 +207,39 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, b
     float campos[3];
     gt_camera_center(in.viewmat, campos);
 
+    st.kernels = raster_cpu_select_isa();
+    const TileKernels* kern = st.kernels;
+
     GT_TIC(t0)
-    // 1. project every Gaussian, colour the visible ones
-#pragma omp parallel for schedule(static)
-    for (int g = 0; g < N; ++g) {
-        Splat& s = st.splats[g];
-        float m2[2], conic[3], depth, radius;
-        st.radius[g] = 0.f;  // culled unless set below
-        st.depth[g] = 0.f;
-        if (!gt_project_ewa(in.means + g * 3, in.quats + g * 4, in.scales + g * 3, in.viewmat, fx, fy, cx, cy, W, H,
-                            m2, conic, &depth, &radius))
-            continue;
-        float op = in.opacities[g];
-        if (!(op * 255.f >= 1.f)) continue;  // alpha < 1/255 at every pixel: never contributes
-        s.mx = m2[0]; s.my = m2[1];
-        s.a = conic[0]; s.b = conic[1]; s.c = conic[2];
-        s.opacity = op;
-        if (in.sh_degree < 0) {
-            for (int k = 0; k < 3; ++k) s.rgb[k] = in.colors[g * 3 + k];
-        } else {
-            const float* m = in.means + g * 3;
-            float dir[3] = {m[0] - campos[0], m[1] - campos[1], m[2] - campos[2]};
-            gt_sh_to_color(in.sh_degree, dir, in.colors + (int64_t)g * KB * 3, s.rgb);
+    // 1. project every Gaussian (the ISA variant's vectorised loop, over each thread's range), then
+    //    colour the visible ones and bound their alpha-threshold ellipse (scalar: [N, K, 3] SH rows)
+    std::vector<float>& proj = st.scratch.proj;
+    proj.resize((size_t)5 * N);
+#pragma omp parallel
+    {
+        const int nt = num_threads(), t = thread_id();
+        const int b = (int)((int64_t)N * t / nt), e = (int)((int64_t)N * (t + 1) / nt);
+        kern->project(in, b, e, proj.data(), st.radius.data(), st.depth.data());
+        for (int g = b; g < e; ++g) {
+            if (!(st.radius[g] > 0.f)) continue;
+            Splat& s = st.splats[g];
+            s.mx = proj[g];
+            s.my = proj[N + g];
+            s.a = proj[2 * N + g];
+            s.b = proj[3 * N + g];
+            s.c = proj[4 * N + g];
+            s.opacity = in.opacities[g];
+            if (in.sh_degree < 0) {
+                for (int k = 0; k < 3; ++k) s.rgb[k] = in.colors[g * 3 + k];
+            } else {
+                const float* m = in.means + g * 3;
+                const float dir[3] = {m[0] - campos[0], m[1] - campos[1], m[2] - campos[2]};
+                gt_sh_to_color(in.sh_degree, dir, in.colors + (int64_t)g * KB * 3, s.rgb);
+            }
+            const float conic[3] = {s.a, s.b, s.c};
+            s.smax = gt_sigma_max(s.opacity);
+            gt_alpha_extent(conic, s.opacity, &s.ext_x, &s.ext_y);
         }
-        s.smax = gt_sigma_max(op);
-        gt_alpha_extent(conic, op, &s.ext_x, &s.ext_y);
-        st.radius[g] = radius;
-        st.depth[g] = depth;
     }
 
     GT_TOC("project", t0)
@@ -309,8 +314,6 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, b
     GT_TOC("bin", t2)
     GT_TIC(t3)
     // 4. blend, one tile per task, heaviest first
-    st.kernels = raster_cpu_select_isa();
-    const TileKernels* kern = st.kernels;
     if (for_backward) {
         st.T_final.resize((size_t)W * H);
         st.n_contrib.resize((size_t)W * H);

@@ -12,22 +12,6 @@
 
 namespace gt {
 
-// Inputs, all float32 C-contiguous host arrays (shapes in comments). Not owned.
-struct RasterInputs {
-    int N = 0;
-    const float* means = nullptr;      // [N, 3] world
-    const float* quats = nullptr;      // [N, 4] wxyz, any norm
-    const float* scales = nullptr;     // [N, 3] linear
-    const float* opacities = nullptr;  // [N] in [0, 1]
-    const float* colors = nullptr;     // [N, 3] RGB (sh_degree < 0) or [N, K, 3] SH coefficients
-    int sh_degree = -1;                // -1: colors are RGB; 0..3: SH degree, K = (deg + 1)^2
-    const float* viewmat = nullptr;    // [4, 4] world -> camera, row-major
-    const float* K = nullptr;          // [3, 3] pinhole intrinsics
-    int width = 0, height = 0;
-    const float* background = nullptr; // nullptr (black), [3] or [H, W, 3]
-    int bg_mode = 0;                   // 0: none, 1: [3], 2: [H, W, 3]
-};
-
 // What backward needs from forward.
 struct RasterState {
     int N = 0, width = 0, height = 0, tiles_x = 0, tiles_y = 0;
@@ -46,6 +30,7 @@ struct RasterState {
     // Work buffers. Calls on a reused state keep their capacity, so big frames do not page-fault
     // fresh memory on every call (bind_cpu.cpp reuses states).
     struct Scratch {
+        std::vector<float> proj;         // [5, N] projection: mean2d x, y, conic a, b, c
         std::vector<float> radius;       // [V] sorted radii
         std::vector<int32_t> rect;       // [V, 4] tile rectangles
         std::vector<int32_t> cursor;     // [threads, tiles] counts, then write cursors

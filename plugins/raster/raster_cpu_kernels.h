@@ -1,4 +1,5 @@
-// raster_cpu_kernels.h: per-tile blend kernels of the CPU rasterizer, one variant per instruction set.
+// raster_cpu_kernels.h: per-Gaussian projection and per-tile blend kernels of the CPU rasterizer, one
+// variant per instruction set.
 //
 // raster_cpu_{avx512,avx2,generic}.cpp each compile raster_cpu_simd.h with their own -m flags
 // (setup.py); raster_cpu.cpp picks one at run time (raster_cpu_select_isa). Every variant does the
@@ -16,6 +17,22 @@ namespace gt {
 constexpr int kTile = 16;                  // == GT_TILE (checked in raster_cpu.cpp)
 constexpr int kTilePix = kTile * kTile;    // pixels of a tile; tile arrays have row stride kTile
 constexpr int kSplatGrads = 9;             // per-Gaussian 2-D grads: mean2d (2), conic (3), opacity, rgb (3)
+
+// Inputs, all float32 C-contiguous host arrays (shapes in comments). Not owned.
+struct RasterInputs {
+    int N = 0;
+    const float* means = nullptr;      // [N, 3] world
+    const float* quats = nullptr;      // [N, 4] wxyz, any norm
+    const float* scales = nullptr;     // [N, 3] linear
+    const float* opacities = nullptr;  // [N] in [0, 1]
+    const float* colors = nullptr;     // [N, 3] RGB (sh_degree < 0) or [N, K, 3] SH coefficients
+    int sh_degree = -1;                // -1: colors are RGB; 0..3: SH degree, K = (deg + 1)^2
+    const float* viewmat = nullptr;    // [4, 4] world -> camera, row-major
+    const float* K = nullptr;          // [3, 3] pinhole intrinsics
+    int width = 0, height = 0;
+    const float* background = nullptr; // nullptr (black), [3] or [H, W, 3]
+    int bg_mode = 0;                   // 0: none, 1: [3], 2: [H, W, 3]
+};
 
 // Per-Gaussian data the blending loop reads.
 struct Splat {
@@ -37,6 +54,9 @@ struct TileBwdIn {
 
 struct TileKernels {
     const char* name;  // "avx512", "avx2", "generic"
+    // Gaussians [begin, end) of in through gt_project_ewa, in a loop the compiler vectorises: proj [5, N]
+    // (rows mean2d x, y and conic a, b, c), radius [N] (0 = culled, also when opacity < 1/255), depth [N].
+    void (*project)(const RasterInputs& in, int begin, int end, float* proj, float* radius, float* depth);
     // Front to back over ids [count] (depth order) for the tile at pixel (tx0, ty0) of size tw x th.
     // Writes T [kTilePix], C [3][kTilePix] (premultiplied colour) and, unless last is nullptr,
     // last [kTilePix] (0 = no contributor).

@@ -6,7 +6,8 @@
 //                                            them for the baseline target), no FMA
 // Include from exactly those files, after defining one of the macros. Everything here has internal
 // linkage: the files are compiled with different -m flags, so no inline code may be shared through
-// the linker (check: `nm -C` of raster_cpu_avx512.o defines only gt::tile_kernels_avx512).
+// the linker (check: `nm -C` of raster_cpu_avx512.o defines only gt::tile_kernels_avx512); the gt_*
+// math of gt_raster_math.h is compiled here as static functions for the same reason.
 //
 // Arithmetic: sigma as gt_sigma, exp by a degree-5 polynomial (< 6e-7 relative); the AVX variants fuse
 // multiply-adds, so their images differ from the generic variant by float rounding (~1e-7). Within
@@ -16,7 +17,12 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "gt_raster_math.h"   // constants only: no gt_* function may be called here (see above)
+#ifdef GT_HD
+#error "raster_cpu_simd.h must include gt_raster_math.h first, with its own GT_HD"
+#endif
+// internal linkage for this variant's copies of the gt_* math (see above)
+#define GT_HD static inline __attribute__((always_inline))
+#include "gt_raster_math.h"
 #include "raster_cpu_kernels.h"
 
 #if (defined(GT_SIMD_AVX512) + defined(GT_SIMD_AVX2) + defined(GT_SIMD_GENERIC)) != 1
@@ -90,6 +96,8 @@ GT_INLINE VF vpow2(VF n)  // 2^n for integer-valued n in [-126, 127]
     return {_mm512_castsi512_ps(_mm512_slli_epi32(e, 23))};
 }
 GT_INLINE float vsum(VF a) { return _mm512_reduce_add_ps(a.v); }
+GT_INLINE VF vsqrt(VF a) { return {_mm512_sqrt_ps(a.v)}; }
+GT_INLINE uint32_t vm_bits(VM a) { return a.m; }  // bit l = lane l
 
 #elif defined(GT_SIMD_AVX2)
 
@@ -147,6 +155,8 @@ GT_INLINE float vsum(VF a)
     q = _mm_add_ss(q, _mm_movehdup_ps(q));
     return _mm_cvtss_f32(q);
 }
+GT_INLINE VF vsqrt(VF a) { return {_mm256_sqrt_ps(a.v)}; }
+GT_INLINE uint32_t vm_bits(VM a) { return (uint32_t)_mm256_movemask_ps(a.m); }
 
 #else  // GT_SIMD_GENERIC
 
@@ -206,6 +216,8 @@ GT_INLINE VF vpow2(VF n)
     return r;
 }
 GT_INLINE float vsum(VF a) { float s = 0.f; GT_LANES s += a.v[l]; return s; }
+GT_INLINE VF vsqrt(VF a) { VF r; GT_LANES r.v[l] = sqrtf(a.v[l]); return r; }
+GT_INLINE uint32_t vm_bits(VM a) { uint32_t b = 0; GT_LANES b |= (uint32_t)(a.v[l] & 1) << l; return b; }
 #undef GT_LANES
 
 #endif
@@ -287,8 +299,128 @@ GT_INLINE int ctz32(uint32_t x)  // index of the lowest set bit, x != 0
 }
 
 ///////////////////////////////
+// Projection: one Gaussian per loop iteration, vectorised by the compiler (gt_project_ewa is branch-free
+// and has no fminf / fmaxf; -fno-trapping-math lets both sides of its selects be computed). Outputs are
+// planar: the interleaved [N, K, 3] SH reads and Splat writes would keep the loop scalar.
+///////////////////////////////
+
+void project(const RasterInputs& in, int begin, int end, float* proj, float* radius, float* depth)
+{
+    float vm[16];  // a local copy: the compiler keeps it out of the loop
+    for (int k = 0; k < 16; ++k) vm[k] = in.viewmat[k];
+    const float fx = in.K[0], fy = in.K[4], cx = in.K[2], cy = in.K[5];
+    const int N = in.N, W = in.width, H = in.height;
+    constexpr int kBatch = 64;
+    alignas(64) float in_soa[10][kBatch];  // mean, quat, scale as planes: unit-stride vector loads
+    for (int g0 = begin; g0 < end; g0 += kBatch) {
+        const int n = end - g0 < kBatch ? end - g0 : kBatch;
+        for (int j = 0; j < n; ++j) {
+            const int g = g0 + j;
+            for (int k = 0; k < 3; ++k) in_soa[k][j] = in.means[g * 3 + k];
+            for (int k = 0; k < 4; ++k) in_soa[3 + k][j] = in.quats[g * 4 + k];
+            for (int k = 0; k < 3; ++k) in_soa[7 + k][j] = in.scales[g * 3 + k];
+        }
+        // one pointer per plane, indexed by j alone: with -fwrapv (Python's default flags) the compiler
+        // cannot treat an int index like N + j as affine, and then keeps the loop scalar
+        const float* op = in.opacities + g0;
+        float* out[5];
+        for (int k = 0; k < 5; ++k) out[k] = proj + (int64_t)k * N + g0;
+        float *out_mx = out[0], *out_my = out[1], *out_a = out[2], *out_b = out[3], *out_c = out[4];
+        float* out_r = radius + g0;
+        float* out_z = depth + g0;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep  // the outputs alias no input
+#endif
+        for (int j = 0; j < n; ++j) {
+            const float mean[3] = {in_soa[0][j], in_soa[1][j], in_soa[2][j]};
+            const float quat[4] = {in_soa[3][j], in_soa[4][j], in_soa[5][j], in_soa[6][j]};
+            const float scale[3] = {in_soa[7][j], in_soa[8][j], in_soa[9][j]};
+            float m2[2], conic[3], z, r;
+            bool ok = gt_project_ewa(mean, quat, scale, vm, fx, fy, cx, cy, W, H, m2, conic, &z, &r);
+            ok = ok & (op[j] * 255.f >= 1.f);  // alpha < 1/255 at every pixel: never contributes
+            out_mx[j] = m2[0];
+            out_my[j] = m2[1];
+            out_a[j] = conic[0];
+            out_b[j] = conic[1];
+            out_c[j] = conic[2];
+            out_r[j] = ok ? r : 0.f;
+            out_z[j] = z;
+        }
+    }
+}
+
+///////////////////////////////
 // Forward: front to back, Gaussian-major over the tile's row chunks, per-lane early stop
 ///////////////////////////////
+
+constexpr int kRowGroups = kTile / kLanes;  // row vectors per tile column (one lane per row)
+static_assert(kTile * kChunks <= 32, "a tile's chunks must fit one 32-bit word");
+
+// Bits b -> bits b * kChunks (zeros between): the chunk-word bits of column 0 of kLanes rows.
+GT_INLINE uint32_t spread_rows(uint32_t bits)
+{
+    if (kChunks == 1) return bits;
+    static_assert(kChunks == 1 || (kChunks == 2 && kLanes == 8), "spread_rows: 8 rows of 2 chunks or 1 chunk");
+    bits = (bits | (bits << 4)) & 0x0F0Fu;
+    bits = (bits | (bits << 2)) & 0x3333u;
+    return (bits | (bits << 1)) & 0x5555u;
+}
+
+// Chunk-word bits (k = r * kChunks + c) of rows [r0, r1] x chunks [c0, c1].
+GT_INLINE uint32_t chunk_box(int r0, int r1, int c0, int c1)
+{
+    const uint64_t rows = ((uint64_t)1 << ((r1 + 1) * kChunks)) - ((uint64_t)1 << (r0 * kChunks));
+    uint64_t cols = 0;
+    for (int r = 0; r < kTile; ++r) cols |= (((uint64_t)2 << c1) - ((uint64_t)1 << c0)) << (r * kChunks);
+    return (uint32_t)(rows & cols);
+}
+
+// Chunks of rows [ylo, yhi] that splat s may reach: where the row crosses its alpha-threshold ellipse
+// sigma <= smax, one vector of kLanes rows at a time. On row dy the ellipse spans the pixel centres
+// mx + b dy / a +- sqrt(2 a smax - det dy^2) / a (det = a c - b^2), widened by a margin for float
+// rounding; a chunk whose centres miss that span cannot pass the alpha test. Ellipses too thin
+// for that rounding bound fall back to their alpha-threshold box. The exact per-lane test stays in
+// the blend, so this only decides which chunks it visits.
+GT_INLINE uint32_t ellipse_chunks(const Splat& s, int tx0, int tw, int ylo, int yhi, const VF* py)
+{
+    const double det = (double)s.a * s.c - (double)s.b * s.b;  // exact products, one rounding
+    if (!(s.a > 0.f) || !(det > 1e-6 * (double)s.a * s.c)) {
+        int xlo, xhi;
+        axis_range(s.mx, s.ext_x, tx0, tw, xlo, xhi);
+        return xlo > xhi ? 0u : chunk_box(ylo, yhi, xlo / kLanes, xhi / kLanes);
+    }
+    const float inv_a = 1.f / s.a;
+    float margin = 0.01f + 2e-3f * s.ext_x;  // rounding of the span: ~4e-4 of the half extent
+    margin = margin < 64.f ? margin : 64.f;
+    const VF vdet = vset((float)det), two_as = vset(2.f * s.a * s.smax), slope = vset(s.b * inv_a);
+    const VF vinv_a = vset(inv_a), mx = vset(s.mx - (float)tx0), vmargin = vset(margin), zero = vset(0.f);
+    const VF my = vset(s.my);
+    uint32_t bits = 0;
+    for (int g = 0; g < kRowGroups; ++g) {
+        const VF dy = my - py[g];
+        const VF q = vnmadd(vdet * dy, dy, two_as);
+        const VF h = vsqrt(vmax(q, zero)) * vinv_a + vmargin;
+        const VF ctr = vmadd(slope, dy, mx);
+        const VF lo = ctr - h, hi = ctr + h;
+        const VM row = q >= zero;
+        for (int c = 0; c < kChunks; ++c) {  // tile-relative pixel centres of chunk c: c kLanes + 0.5 ...
+            const VM hit = vm_and(row, vm_and(hi >= vset((float)(c * kLanes) + 0.5f),
+                                              lo <= vset((float)(c * kLanes + kLanes) - 0.5f)));
+            bits |= spread_rows(vm_bits(hit)) << (g * kLanes * kChunks + c);
+        }
+    }
+    return bits & chunk_box(ylo, yhi, 0, kChunks - 1);
+}
+
+// kLast: also record each pixel's last contributor (training's backward needs it; playback does not,
+// and the masked store costs ~7 % of the blend).
+// Chunk-word bits of the tile chunks splat s may reach (0 if none).
+GT_INLINE uint32_t splat_chunks(const Splat& s, int tx0, int ty0, int tw, int th, const VF* py_groups)
+{
+    int ylo, yhi;
+    axis_range(s.my, s.ext_y, ty0, th, ylo, yhi);
+    return ylo > yhi ? 0u : ellipse_chunks(s, tx0, tw, ylo, yhi, py_groups);
+}
 
 // kLast: also record each pixel's last contributor (training's backward needs it; playback does not,
 // and the masked store costs ~7 % of the blend).
@@ -298,7 +430,9 @@ void forward_tile_impl(const Splat* splats, const int32_t* ids, int32_t count, i
 {
     const VF one = vset(1.f), zero = vset(0.f);
     const uint32_t all = (1u << kLanes) - 1u;
+    constexpr uint32_t kAllChunks = kTile * kChunks == 32 ? ~0u : (1u << (kTile * kChunks)) - 1u;
     VM done[kTile][kChunks];
+    uint32_t done_chunks = 0;  // chunk-word bits of chunks with every lane done
     for (int r = 0; r < kTile; ++r)
         for (int c = 0; c < kChunks; ++c) {
             const int p = r * kTile + c * kLanes;
@@ -306,75 +440,52 @@ void forward_tile_impl(const Splat* splats, const int32_t* ids, int32_t count, i
             vstore(C + p, zero);
             vstore(C + kTilePix + p, zero);
             vstore(C + 2 * kTilePix + p, zero);
-            done[r][c] = vm_from_bits(r < th ? outside_bits(c, tw) : all);
+            const uint32_t bits = r < th ? outside_bits(c, tw) : all;
+            done[r][c] = vm_from_bits(bits);
+            if (bits == all) done_chunks |= 1u << (r * kChunks + c);
         }
     if (kLast) memset(last, 0, sizeof(int32_t) * kTilePix);
-    auto row_done = [&](int r) {
-        for (int c = 0; c < kChunks; ++c)
-            if (!vm_all(done[r][c])) return false;
-        return true;
-    };
-    int row_lo = 0, row_hi = th - 1;  // rows with a pixel still open
     VF px[kChunks];
     for (int c = 0; c < kChunks; ++c) px[c] = pixel_centres(tx0 + c * kLanes);
     float py[kTile];  // row centres y + 0.5
     for (int r = 0; r < kTile; ++r) py[r] = (float)(ty0 + r) + 0.5f;
+    VF py_groups[kRowGroups];
+    for (int g = 0; g < kRowGroups; ++g) py_groups[g] = vload(py + g * kLanes);
     const VF half = vset(0.5f), max_alpha = vset(GT_MAX_ALPHA), thresh = vset(GT_ALPHA_THRESHOLD);
     const VF t_thresh = vset(GT_T_THRESHOLD);
-    for (int32_t i = 0; i < count && row_lo <= row_hi; ++i) {
+    // the chunks of splat i + 1 are found while splat i blends: the blend loop's trip count is then
+    // known early, which hides most of its exit mispredict
+    uint32_t next_chunks = count > 0 ? splat_chunks(splats[ids[0]], tx0, ty0, tw, th, py_groups) : 0u;
+    for (int32_t i = 0; i < count && done_chunks != kAllChunks; ++i) {
         if (i + kPrefetch < count) prefetch_splat(splats + ids[i + kPrefetch]);
         const Splat& s = splats[ids[i]];
-        int ylo, yhi, c0 = 0, c1 = kChunks - 1;
-        axis_range(s.my, s.ext_y, ty0, th, ylo, yhi);
-        ylo = ylo > row_lo ? ylo : row_lo;
-        yhi = yhi < row_hi ? yhi : row_hi;
-        if (ylo > yhi) continue;
-        if (kChunks > 1) {  // only the row chunks the splat's x extent reaches
-            int xlo, xhi;
-            axis_range(s.mx, s.ext_x, tx0, tw, xlo, xhi);
-            if (xlo > xhi) continue;
-            c0 = xlo / kLanes;
-            c1 = xhi / kLanes;
-        }
+        uint32_t active = next_chunks & ~done_chunks;
+        if (i + 1 < count) next_chunks = splat_chunks(splats[ids[i + 1]], tx0, ty0, tw, th, py_groups);
+        if (active == 0) continue;
         // sigma = 0.5 (a dx dx + c dy dy) + b dx dy, grouped as gt_sigma (b dx dy fused on FMA targets)
         VF adx2[kChunks], bdx[kChunks];
-        for (int c = c0; c <= c1; ++c) {
+        for (int c = 0; c < kChunks; ++c) {
             const VF dx = vset(s.mx) - px[c];
             adx2[c] = vset(s.a) * dx * dx;
             bdx[c] = vset(s.b) * dx;
         }
-        const VF smax = vset(s.smax), op = vset(s.opacity);
-        // pass 1: sigma of every row chunk in range, and which chunks have a lane that may pass
-        // (a bit set instead of a branch per chunk: that branch would mispredict often)
-        VF sig[kTile * kChunks];
-        VM msk[kTile * kChunks];
-        uint32_t active = 0;
-        for (int r = ylo; r <= yhi; ++r) {
-            const float dy = s.my - py[r];
-            const VF cdy2 = vset(s.c * dy * dy), vdy = vset(dy);
-            for (int c = c0; c <= c1; ++c) {
-                const int k = r * kChunks + c;
-                sig[k] = vmadd(bdx[c], vdy, half * (adx2[c] + cdy2));
-                msk[k] = vm_andnot(vm_and(sig[k] >= zero, sig[k] <= smax), done[r][c]);  // smax: alpha surely < 1/255
-                active |= (uint32_t)vm_any(msk[k]) << k;
-            }
-        }
-        // pass 2: blend the active chunks
+        const VF op = vset(s.opacity);
         const VF rgb0 = vset(s.rgb[0]), rgb1 = vset(s.rgb[1]), rgb2 = vset(s.rgb[2]);
         while (active != 0) {
             const int k = ctz32(active);
             active &= active - 1;
             const int r = k / kChunks, c = k % kChunks;
-            const VF alpha = vmin(op * exp_neg_sigma(sig[k]), max_alpha);
-            VM m = vm_and(msk[k], alpha >= thresh);
+            const float dy = s.my - py[r];
+            const VF sig = vmadd(bdx[c], vset(dy), half * (adx2[c] + vset(s.c * dy * dy)));
+            const VF alpha = vmin(op * exp_neg_sigma(sig), max_alpha);
+            VM m = vm_andnot(vm_and(sig >= zero, alpha >= thresh), done[r][c]);
             const int p = r * kTile + c * kLanes;
             const VF t = vload(T + p), next_t = t * (one - alpha);
             const VM sat = vm_and(m, next_t <= t_thresh);  // saturated: exclusive of this Gaussian
             if (vm_any(sat)) {
                 done[r][c] = vm_or(done[r][c], sat);
                 m = vm_andnot(m, sat);
-                while (row_lo <= row_hi && row_done(row_lo)) ++row_lo;
-                while (row_lo <= row_hi && row_done(row_hi)) --row_hi;
+                if (vm_all(done[r][c])) done_chunks |= 1u << k;
             }
             const VF vis = vselect(m, alpha * t, zero);
             vstore(C + p, vmadd(rgb0, vis, vload(C + p)));
