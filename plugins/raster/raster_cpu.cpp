@@ -1,7 +1,7 @@
 // raster_cpu.cpp: CPU tile rasterizer (OpenMP). Same rules as gsplat's
 // rasterization() (antialiased=False): see gt_raster_math.h for the math.
 //
-// Forward:  project [N] (parallel) -> stable depth sort -> bin into 16x16 tiles (parallel
+// Forward:  project [N] (parallel) -> stable depth sort (beside the colouring) -> bin into 16x16 tiles (parallel
 //           count, prefix sum, fill; lists stay front to back) -> per tile, the SIMD blend
 //           kernel (raster_cpu_simd.h) with per-pixel early stop. Tiles run heaviest first,
 //           dynamically scheduled (head scenes are very unbalanced).
@@ -128,24 +128,35 @@ inline const float* bg_at(const RasterInputs& in, int64_t p)
     return kBlack;
 }
 
-// Stable LSD radix sort of ids by (positive float) depth: depth ties keep id order,
-// as gsplat's stable radix sort of (tile | depth) keys does.
+// Stable LSD radix sort of ids by (positive float) depth: depth ties keep id order, as gsplat's
+// stable radix sort of (tile | depth) keys does. Three 11-bit digits (2048-bucket histograms fit L1),
+// all histograms from one read of the keys, and a digit every key shares (the exponent's, when the
+// depths span less than an octave) is skipped.
 void sort_by_depth(const std::vector<float>& depth, std::vector<int32_t>& ids)
 {
+    constexpr int kBits = 11, kDigits = 3, kBuckets = 1 << kBits;
     const size_t n = ids.size();
     std::vector<uint32_t> keys(n), keys2(n);
     std::vector<int32_t> ids2(n);
+    std::vector<uint32_t> count((size_t)kDigits * kBuckets, 0u);
     for (size_t i = 0; i < n; ++i) {
         uint32_t k;
         std::memcpy(&k, &depth[ids[i]], 4);  // depth >= near > 0: bit order == value order
         keys[i] = k;
+        for (int d = 0; d < kDigits; ++d) count[(size_t)d * kBuckets + ((k >> (d * kBits)) & (kBuckets - 1))]++;
     }
-    for (int shift = 0; shift < 32; shift += 8) {
-        size_t count[257] = {0};
-        for (size_t i = 0; i < n; ++i) count[((keys[i] >> shift) & 255u) + 1]++;
-        for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
+    for (int d = 0; d < kDigits; ++d) {
+        uint32_t* c = count.data() + (size_t)d * kBuckets;
+        const int shift = d * kBits;
+        if (n == 0 || c[(keys[0] >> shift) & (kBuckets - 1)] == n) continue;  // one bucket: order unchanged
+        uint32_t off = 0;  // bucket counts -> bucket starts
+        for (int b = 0; b < kBuckets; ++b) {
+            const uint32_t m = c[b];
+            c[b] = off;
+            off += m;
+        }
         for (size_t i = 0; i < n; ++i) {
-            size_t dst = count[(keys[i] >> shift) & 255u]++;
+            const uint32_t dst = c[(keys[i] >> shift) & (kBuckets - 1)]++;
             keys2[dst] = keys[i];
             ids2[dst] = ids[i];
         }
@@ -211,16 +222,29 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, b
     const TileKernels* kern = st.kernels;
 
     GT_TIC(t0)
-    // 1. project every Gaussian (the ISA variant's vectorised loop, over each thread's range), then
-    //    colour the visible ones and bound their alpha-threshold ellipse (scalar: [N, K, 3] SH rows)
+    // 1. project every Gaussian (the ISA variant's vectorised loop, over each thread's range); then,
+    //    while one thread sorts the visible ids by depth (stable), the others colour the visible
+    //    Gaussians and bound their alpha-threshold ellipse (scalar: [N, K, 3] SH rows), and the
+    //    sorting thread joins them when done
     std::vector<float>& proj = st.scratch.proj;
     proj.resize((size_t)5 * N);
+    std::vector<int32_t>& order = st.order;
 #pragma omp parallel
     {
         const int nt = num_threads(), t = thread_id();
-        const int b = (int)((int64_t)N * t / nt), e = (int)((int64_t)N * (t + 1) / nt);
-        kern->project(in, b, e, proj.data(), st.radius.data(), st.depth.data());
-        for (int g = b; g < e; ++g) {
+        kern->project(in, (int)((int64_t)N * t / nt), (int)((int64_t)N * (t + 1) / nt), proj.data(),
+                      st.radius.data(), st.depth.data());
+#pragma omp barrier
+#pragma omp single nowait
+        {
+            order.clear();
+            order.reserve(N);
+            for (int g = 0; g < N; ++g)
+                if (st.radius[g] > 0.f) order.push_back(g);
+            sort_by_depth(st.depth, order);
+        }
+#pragma omp for schedule(dynamic, 1024)
+        for (int g = 0; g < N; ++g) {
             if (!(st.radius[g] > 0.f)) continue;
             Splat& s = st.splats[g];
             s.mx = proj[g];
@@ -244,15 +268,9 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, b
 
     GT_TOC("project", t0)
     GT_TIC(t1)
-    // 2. visible ids in stable depth order, and their splats copied in that order (one gather, so
-    //    that binning and blending read memory in increasing order)
-    std::vector<int32_t>& order = st.order;
-    order.clear();
-    order.reserve(N);
-    for (int g = 0; g < N; ++g)
-        if (st.radius[g] > 0.f) order.push_back(g);
+    // 2. the splats copied in depth order (one gather, so that binning and blending read memory in
+    //    increasing order)
     st.num_visible = (int)order.size();
-    sort_by_depth(st.depth, order);
     const int V = st.num_visible;
     st.sorted.resize(V);
     std::vector<float>& sorted_radius = st.scratch.radius;
@@ -264,7 +282,7 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, b
         sorted_radius[j] = st.radius[order[j]];
     }
 
-    GT_TOC("sort", t1)
+    GT_TOC("gather", t1)
     GT_TIC(t2)
     // 3. bin into tiles: per-thread counts over contiguous chunks of the depth order, one prefix
     //    sum, then each thread fills its chunk at its own cursors, so every tile list stays sorted

@@ -2,7 +2,7 @@
 // lane per pixel; a 16-pixel tile row is kChunks vectors of kLanes) and compiled three times:
 //   raster_cpu_avx512.cpp  GT_SIMD_AVX512   16 lanes (zmm, k-masks), FMA
 //   raster_cpu_avx2.cpp    GT_SIMD_AVX2      8 lanes (ymm), FMA
-//   raster_cpu_generic.cpp GT_SIMD_GENERIC   8 lanes of plain float loops (the compiler vectorises
+//   raster_cpu_generic.cpp GT_SIMD_GENERIC  16 lanes of plain float loops (the compiler vectorises
 //                                            them for the baseline target), no FMA
 // Include from exactly those files, after defining one of the macros. Everything here has internal
 // linkage: the files are compiled with different -m flags, so no inline code may be shared through
@@ -160,7 +160,7 @@ GT_INLINE uint32_t vm_bits(VM a) { return (uint32_t)_mm256_movemask_ps(a.m); }
 
 #else  // GT_SIMD_GENERIC
 
-constexpr int kLanes = 8;
+constexpr int kLanes = 16;  // a whole tile row, as AVX-512: CPUs without AVX2 test that layout here
 struct VF { float v[kLanes]; };
 struct VM { int32_t v[kLanes]; };  // 0 or -1
 #define GT_LANES for (int l = 0; l < kLanes; ++l)
