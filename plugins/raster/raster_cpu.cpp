@@ -291,19 +291,35 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, b
     rect.resize((size_t)V * 4);
     std::vector<int32_t>& cursor = st.scratch.cursor;  // counts, then write cursors
     cursor.resize((size_t)max_threads() * n_tiles);
+    const int DX = TX + 1;  // corner grid of the tiles
+    std::vector<int32_t>& corners = st.scratch.corners;
+    corners.resize((size_t)max_threads() * DX * (TY + 1));
 #pragma omp parallel
     {
         const int nt = num_threads(), t = thread_id();
         const int b = (int)((int64_t)V * t / nt), e = (int)((int64_t)V * (t + 1) / nt);
-        int32_t* cur = cursor.data() + (size_t)t * n_tiles;
-        std::fill(cur, cur + n_tiles, 0);
+        // count: +-1 at the four corners of each splat's tile box, then a 2-D prefix sum (no loop
+        // over the box, whose varying size would cost a mispredicted branch per row)
+        int32_t* d = corners.data() + (size_t)t * DX * (TY + 1);
+        std::fill(d, d + DX * (TY + 1), 0);
         for (int j = b; j < e; ++j) {
             int x0, y0, x1, y1;
             splat_tiles(st.sorted[j], sorted_radius[j], TX, TY, x0, y0, x1, y1);
             int32_t* r = &rect[(size_t)j * 4];
             r[0] = x0; r[1] = y0; r[2] = x1; r[3] = y1;
-            for (int ty = y0; ty < y1; ++ty)
-                for (int tx = x0; tx < x1; ++tx) cur[ty * TX + tx]++;
+            if (x0 >= x1 || y0 >= y1) continue;
+            d[y0 * DX + x0]++;
+            d[y0 * DX + x1]--;
+            d[y1 * DX + x0]--;
+            d[y1 * DX + x1]++;
+        }
+        int32_t* cur = cursor.data() + (size_t)t * n_tiles;
+        for (int ty = 0; ty < TY; ++ty) {
+            int32_t row = 0;
+            for (int tx = 0; tx < TX; ++tx) {
+                row += d[ty * DX + tx];
+                cur[ty * TX + tx] = row + (ty > 0 ? cur[(ty - 1) * TX + tx] : 0);
+            }
         }
 #pragma omp barrier
 #pragma omp single

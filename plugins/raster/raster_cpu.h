@@ -34,6 +34,7 @@ struct RasterState {
         std::vector<float> radius;       // [V] sorted radii
         std::vector<int32_t> rect;       // [V, 4] tile rectangles
         std::vector<int32_t> cursor;     // [threads, tiles] counts, then write cursors
+        std::vector<int32_t> corners;    // [threads, tiles_y + 1, tiles_x + 1] box corner marks
         std::vector<float> grads;        // [threads, V, kSplatGrads] backward accumulators
         std::vector<int32_t> rank;       // [N] depth rank j of Gaussian g, -1 = culled
     };
