@@ -57,6 +57,37 @@ def test_variant_matches_reference(isa, monkeypatch):
         assert np.abs(img - rasterize_reference(**scene)).max() <= 1e-4
 
 
+def _stretched_scene(seed):
+    """Splats of every orientation from round to needles 10^4 times longer than wide (thin enough for
+    the rounding fallback of the kernels' ellipse test), small and large (across many tiles)."""
+    scene = random_scene(400, 96, 80, 2, seed=seed, background="color")
+    rng = np.random.default_rng(seed)
+    n = len(scene["scales"])
+    length = np.exp(rng.uniform(np.log(0.02), np.log(0.6), size=n))
+    scene["scales"] = np.stack([length, length * 10.0 ** -rng.uniform(0, 4, size=n), np.full(n, 1e-3)],
+                               axis=1).astype(np.float32)
+    scene["opacities"] = rng.uniform(0.02, 1.0, size=n).astype(np.float32)
+    return scene
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ellipse_tile_selection_keeps_every_contribution(isa, seed, monkeypatch):
+    """The kernels visit only the row chunks an alpha-threshold ellipse reaches; a chunk dropped wrongly
+    would lose pixels that the reference draws."""
+    if not _runs(isa):
+        pytest.skip(f"this CPU or build has no {isa} kernels")
+    monkeypatch.setenv("GT_RASTER_ISA", isa)
+    scene = _stretched_scene(seed)
+    img, state = _cpu.forward_with_state(**scene)
+    want = rasterize_reference(**scene)
+    assert np.abs(img - want).max() <= 1e-4
+    bg_only = rasterize_reference(**{**scene, "opacities": np.zeros_like(scene["opacities"])})
+    assert (np.abs(want - bg_only).max(axis=-1) > 0.01).mean() > 0.3  # the splats cover the frame
+    grads = _cpu.backward(state, np.ones_like(img))
+    assert all(g is None or np.isfinite(g).all() for g in grads)
+
+
 @pytest.mark.parametrize("isa", [i for i in ISAS if i != "generic"])
 def test_variants_agree_forward_and_backward(isa, monkeypatch):
     if not _runs(isa):
