@@ -354,26 +354,14 @@ void project(const RasterInputs& in, int begin, int end, float* proj, float* rad
 ///////////////////////////////
 
 constexpr int kRowGroups = kTile / kLanes;  // row vectors per tile column (one lane per row)
-static_assert(kTile * kChunks <= 32, "a tile's chunks must fit one 32-bit word");
+constexpr uint32_t kAllRows = (1u << kTile) - 1u;
 
-// Bits b -> bits b * kChunks (zeros between): the chunk-word bits of column 0 of kLanes rows.
-GT_INLINE uint32_t spread_rows(uint32_t bits)
-{
-    if (kChunks == 1) return bits;
-    static_assert(kChunks == 1 || (kChunks == 2 && kLanes == 8), "spread_rows: 8 rows of 2 chunks or 1 chunk");
-    bits = (bits | (bits << 4)) & 0x0F0Fu;
-    bits = (bits | (bits << 2)) & 0x3333u;
-    return (bits | (bits << 1)) & 0x5555u;
-}
+// Rows of a tile to visit, per chunk column: bit r of rows[c] = chunk c of row r.
+struct ChunkRows {
+    uint32_t rows[kChunks];
+};
 
-// Chunk-word bits (k = r * kChunks + c) of rows [r0, r1] x chunks [c0, c1].
-GT_INLINE uint32_t chunk_box(int r0, int r1, int c0, int c1)
-{
-    const uint64_t rows = ((uint64_t)1 << ((r1 + 1) * kChunks)) - ((uint64_t)1 << (r0 * kChunks));
-    uint64_t cols = 0;
-    for (int r = 0; r < kTile; ++r) cols |= (((uint64_t)2 << c1) - ((uint64_t)1 << c0)) << (r * kChunks);
-    return (uint32_t)(rows & cols);
-}
+GT_INLINE uint32_t row_range(int r0, int r1) { return ((2u << r1) - (1u << r0)) & kAllRows; }  // rows [r0, r1]
 
 // Chunks of rows [ylo, yhi] that splat s may reach: where the row crosses its alpha-threshold ellipse
 // sigma <= smax, one vector of kLanes rows at a time. On row dy the ellipse spans the pixel centres
@@ -381,13 +369,16 @@ GT_INLINE uint32_t chunk_box(int r0, int r1, int c0, int c1)
 // rounding; a chunk whose centres miss that span cannot pass the alpha test. Ellipses too thin
 // for that rounding bound fall back to their alpha-threshold box. The exact per-lane test stays in
 // the blend, so this only decides which chunks it visits.
-GT_INLINE uint32_t ellipse_chunks(const Splat& s, int tx0, int tw, int ylo, int yhi, const VF* py)
+GT_INLINE ChunkRows ellipse_chunks(const Splat& s, int tx0, int tw, int ylo, int yhi, const VF* py)
 {
+    ChunkRows out;
+    const uint32_t rows = row_range(ylo, yhi);
     const double det = (double)s.a * s.c - (double)s.b * s.b;  // exact products, one rounding
     if (!(s.a > 0.f) || !(det > 1e-6 * (double)s.a * s.c)) {
         int xlo, xhi;
         axis_range(s.mx, s.ext_x, tx0, tw, xlo, xhi);
-        return xlo > xhi ? 0u : chunk_box(ylo, yhi, xlo / kLanes, xhi / kLanes);
+        for (int c = 0; c < kChunks; ++c) out.rows[c] = xlo / kLanes <= c && c <= xhi / kLanes && xlo <= xhi ? rows : 0u;
+        return out;
     }
     const float inv_a = 1.f / s.a;
     float margin = 0.01f + 2e-3f * s.ext_x;  // rounding of the span: ~4e-4 of the half extent
@@ -395,7 +386,7 @@ GT_INLINE uint32_t ellipse_chunks(const Splat& s, int tx0, int tw, int ylo, int 
     const VF vdet = vset((float)det), two_as = vset(2.f * s.a * s.smax), slope = vset(s.b * inv_a);
     const VF vinv_a = vset(inv_a), mx = vset(s.mx - (float)tx0), vmargin = vset(margin), zero = vset(0.f);
     const VF my = vset(s.my);
-    uint32_t bits = 0;
+    for (int c = 0; c < kChunks; ++c) out.rows[c] = 0u;
     for (int g = 0; g < kRowGroups; ++g) {
         const VF dy = my - py[g];
         const VF q = vnmadd(vdet * dy, dy, two_as);
@@ -406,20 +397,22 @@ GT_INLINE uint32_t ellipse_chunks(const Splat& s, int tx0, int tw, int ylo, int 
         for (int c = 0; c < kChunks; ++c) {  // tile-relative pixel centres of chunk c: c kLanes + 0.5 ...
             const VM hit = vm_and(row, vm_and(hi >= vset((float)(c * kLanes) + 0.5f),
                                               lo <= vset((float)(c * kLanes + kLanes) - 0.5f)));
-            bits |= spread_rows(vm_bits(hit)) << (g * kLanes * kChunks + c);
+            out.rows[c] |= vm_bits(hit) << (g * kLanes);
         }
     }
-    return bits & chunk_box(ylo, yhi, 0, kChunks - 1);
+    for (int c = 0; c < kChunks; ++c) out.rows[c] &= rows;
+    return out;
 }
 
-// kLast: also record each pixel's last contributor (training's backward needs it; playback does not,
-// and the masked store costs ~7 % of the blend).
-// Chunk-word bits of the tile chunks splat s may reach (0 if none).
-GT_INLINE uint32_t splat_chunks(const Splat& s, int tx0, int ty0, int tw, int th, const VF* py_groups)
+// The chunks splat s may reach (none if its alpha-threshold box misses the tile's rows).
+GT_INLINE ChunkRows splat_chunks(const Splat& s, int tx0, int ty0, int tw, int th, const VF* py_groups)
 {
     int ylo, yhi;
     axis_range(s.my, s.ext_y, ty0, th, ylo, yhi);
-    return ylo > yhi ? 0u : ellipse_chunks(s, tx0, tw, ylo, yhi, py_groups);
+    if (ylo <= yhi) return ellipse_chunks(s, tx0, tw, ylo, yhi, py_groups);
+    ChunkRows none;
+    for (int c = 0; c < kChunks; ++c) none.rows[c] = 0u;
+    return none;
 }
 
 // kLast: also record each pixel's last contributor (training's backward needs it; playback does not,
@@ -430,9 +423,9 @@ void forward_tile_impl(const Splat* splats, const int32_t* ids, int32_t count, i
 {
     const VF one = vset(1.f), zero = vset(0.f);
     const uint32_t all = (1u << kLanes) - 1u;
-    constexpr uint32_t kAllChunks = kTile * kChunks == 32 ? ~0u : (1u << (kTile * kChunks)) - 1u;
-    VM done[kTile][kChunks];
-    uint32_t done_chunks = 0;  // chunk-word bits of chunks with every lane done
+    VM done[kChunks][kTile];
+    uint32_t done_rows[kChunks];  // per chunk column: rows whose chunk has every lane done
+    for (int c = 0; c < kChunks; ++c) done_rows[c] = 0u;
     for (int r = 0; r < kTile; ++r)
         for (int c = 0; c < kChunks; ++c) {
             const int p = r * kTile + c * kLanes;
@@ -441,10 +434,15 @@ void forward_tile_impl(const Splat* splats, const int32_t* ids, int32_t count, i
             vstore(C + kTilePix + p, zero);
             vstore(C + 2 * kTilePix + p, zero);
             const uint32_t bits = r < th ? outside_bits(c, tw) : all;
-            done[r][c] = vm_from_bits(bits);
-            if (bits == all) done_chunks |= 1u << (r * kChunks + c);
+            done[c][r] = vm_from_bits(bits);
+            if (bits == all) done_rows[c] |= 1u << r;
         }
     if (kLast) memset(last, 0, sizeof(int32_t) * kTilePix);
+    auto all_done = [&] {
+        for (int c = 0; c < kChunks; ++c)
+            if (done_rows[c] != kAllRows) return false;
+        return true;
+    };
     VF px[kChunks];
     for (int c = 0; c < kChunks; ++c) px[c] = pixel_centres(tx0 + c * kLanes);
     float py[kTile];  // row centres y + 0.5
@@ -455,44 +453,45 @@ void forward_tile_impl(const Splat* splats, const int32_t* ids, int32_t count, i
     const VF t_thresh = vset(GT_T_THRESHOLD);
     // the chunks of splat i + 1 are found while splat i blends: the blend loop's trip count is then
     // known early, which hides most of its exit mispredict
-    uint32_t next_chunks = count > 0 ? splat_chunks(splats[ids[0]], tx0, ty0, tw, th, py_groups) : 0u;
-    for (int32_t i = 0; i < count && done_chunks != kAllChunks; ++i) {
+    if (count == 0) return;
+    ChunkRows next = splat_chunks(splats[ids[0]], tx0, ty0, tw, th, py_groups);
+    for (int32_t i = 0; i < count && !all_done(); ++i) {
         if (i + kPrefetch < count) prefetch_splat(splats + ids[i + kPrefetch]);
         const Splat& s = splats[ids[i]];
-        uint32_t active = next_chunks & ~done_chunks;
-        if (i + 1 < count) next_chunks = splat_chunks(splats[ids[i + 1]], tx0, ty0, tw, th, py_groups);
-        if (active == 0) continue;
-        // sigma = 0.5 (a dx dx + c dy dy) + b dx dy, grouped as gt_sigma (b dx dy fused on FMA targets)
-        VF adx2[kChunks], bdx[kChunks];
-        for (int c = 0; c < kChunks; ++c) {
-            const VF dx = vset(s.mx) - px[c];
-            adx2[c] = vset(s.a) * dx * dx;
-            bdx[c] = vset(s.b) * dx;
-        }
+        const ChunkRows cur = next;
+        if (i + 1 < count) next = splat_chunks(splats[ids[i + 1]], tx0, ty0, tw, th, py_groups);
         const VF op = vset(s.opacity);
         const VF rgb0 = vset(s.rgb[0]), rgb1 = vset(s.rgb[1]), rgb2 = vset(s.rgb[2]);
-        while (active != 0) {
-            const int k = ctz32(active);
-            active &= active - 1;
-            const int r = k / kChunks, c = k % kChunks;
-            const float dy = s.my - py[r];
-            const VF sig = vmadd(bdx[c], vset(dy), half * (adx2[c] + vset(s.c * dy * dy)));
-            const VF alpha = vmin(op * exp_neg_sigma(sig), max_alpha);
-            VM m = vm_andnot(vm_and(sig >= zero, alpha >= thresh), done[r][c]);
-            const int p = r * kTile + c * kLanes;
-            const VF t = vload(T + p), next_t = t * (one - alpha);
-            const VM sat = vm_and(m, next_t <= t_thresh);  // saturated: exclusive of this Gaussian
-            if (vm_any(sat)) {
-                done[r][c] = vm_or(done[r][c], sat);
-                m = vm_andnot(m, sat);
-                if (vm_all(done[r][c])) done_chunks |= 1u << k;
+        for (int c = 0; c < kChunks; ++c) {
+            uint32_t rows = cur.rows[c] & ~done_rows[c];
+            if (rows == 0) continue;
+            // sigma = 0.5 (a dx dx + c dy dy) + b dx dy, grouped as gt_sigma (b dx dy fused on FMA targets)
+            const VF dx = vset(s.mx) - px[c];
+            const VF adx2 = vset(s.a) * dx * dx, bdx = vset(s.b) * dx;
+            float* Tc = T + c * kLanes;
+            float* Cc = C + c * kLanes;
+            while (rows != 0) {
+                const int r = ctz32(rows);
+                rows &= rows - 1;
+                const float dy = s.my - py[r];
+                const VF sig = vmadd(bdx, vset(dy), half * (adx2 + vset(s.c * dy * dy)));
+                const VF alpha = vmin(op * exp_neg_sigma(sig), max_alpha);
+                VM m = vm_andnot(vm_and(sig >= zero, alpha >= thresh), done[c][r]);
+                const int p = r * kTile;
+                const VF t = vload(Tc + p), next_t = t * (one - alpha);
+                const VM sat = vm_and(m, next_t <= t_thresh);  // saturated: exclusive of this Gaussian
+                if (vm_any(sat)) {
+                    done[c][r] = vm_or(done[c][r], sat);
+                    m = vm_andnot(m, sat);
+                    if (vm_all(done[c][r])) done_rows[c] |= 1u << r;
+                }
+                const VF vis = vselect(m, alpha * t, zero);
+                vstore(Cc + p, vmadd(rgb0, vis, vload(Cc + p)));
+                vstore(Cc + kTilePix + p, vmadd(rgb1, vis, vload(Cc + kTilePix + p)));
+                vstore(Cc + 2 * kTilePix + p, vmadd(rgb2, vis, vload(Cc + 2 * kTilePix + p)));
+                vstore(Tc + p, vselect(m, next_t, t));
+                if (kLast) vstore_int_if(last + c * kLanes + p, m, i + 1);
             }
-            const VF vis = vselect(m, alpha * t, zero);
-            vstore(C + p, vmadd(rgb0, vis, vload(C + p)));
-            vstore(C + kTilePix + p, vmadd(rgb1, vis, vload(C + kTilePix + p)));
-            vstore(C + 2 * kTilePix + p, vmadd(rgb2, vis, vload(C + 2 * kTilePix + p)));
-            vstore(T + p, vselect(m, next_t, t));
-            if (kLast) vstore_int_if(last + p, m, i + 1);
         }
     }
 }
