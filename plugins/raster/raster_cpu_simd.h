@@ -514,107 +514,92 @@ void backward_tile(const Splat* splats, const int32_t* ids, int tx0, int ty0, in
                    float* grads)
 {
     alignas(64) float T[kTilePix], acc[3][kTilePix];
-    int32_t row_last[kTile];  // max of last over a row
+    alignas(64) int32_t chunk_last[kChunks][kTile];  // max of last over each chunk (0 outside the image)
     int32_t max_last = 0;
-    for (int r = 0; r < kTile; ++r) {
-        int32_t m = 0;
-        for (int l = 0; l < kTile; ++l) m = in.last[r * kTile + l] > m ? in.last[r * kTile + l] : m;
-        row_last[r] = r < th ? m : 0;
-        max_last = row_last[r] > max_last ? row_last[r] : max_last;
-    }
+    for (int c = 0; c < kChunks; ++c)
+        for (int r = 0; r < kTile; ++r) {
+            int32_t m = 0;
+            for (int l = 0; l < kLanes; ++l) m = in.last[r * kTile + c * kLanes + l] > m ? in.last[r * kTile + c * kLanes + l] : m;
+            chunk_last[c][r] = r < th ? m : 0;
+            max_last = chunk_last[c][r] > max_last ? chunk_last[c][r] : max_last;
+        }
     memcpy(T, in.T_fin, sizeof(T));
     memset(acc, 0, sizeof(acc));
     VF px[kChunks];
     for (int c = 0; c < kChunks; ++c) px[c] = pixel_centres(tx0 + c * kLanes);
+    float py[kTile];  // row centres y + 0.5
+    for (int r = 0; r < kTile; ++r) py[r] = (float)(ty0 + r) + 0.5f;
+    VF py_groups[kRowGroups];
+    for (int g = 0; g < kRowGroups; ++g) py_groups[g] = vload(py + g * kLanes);
     const VF one = vset(1.f), zero = vset(0.f), half = vset(0.5f);
     const VF max_alpha = vset(GT_MAX_ALPHA), thresh = vset(GT_ALPHA_THRESHOLD), min_oma = vset(GT_MIN_ONE_MINUS_ALPHA);
+    if (max_last == 0) return;
+    // as the forward: the chunks of the next splat (i - 1) are found while splat i runs
+    ChunkRows next = splat_chunks(splats[ids[max_last - 1]], tx0, ty0, tw, th, py_groups);
     for (int32_t i = max_last - 1; i >= 0; --i) {
         if (i >= kPrefetch) prefetch_splat(splats + ids[i - kPrefetch]);
         const int32_t g = ids[i];
         const Splat& s = splats[g];
-        int ylo, yhi, c0 = 0, c1 = kChunks - 1;
-        axis_range(s.my, s.ext_y, ty0, th, ylo, yhi);
-        if (kChunks > 1) {
-            int xlo, xhi;
-            axis_range(s.mx, s.ext_x, tx0, tw, xlo, xhi);
-            if (xlo > xhi) continue;
-            c0 = xlo / kLanes;
-            c1 = xhi / kLanes;
-        }
-        VF dxs[kChunks], adx[kChunks], adx2[kChunks], bdx[kChunks];
-        for (int c = c0; c <= c1; ++c) {
-            dxs[c] = vset(s.mx) - px[c];
-            adx[c] = vset(s.a) * dxs[c];
-            adx2[c] = adx[c] * dxs[c];
-            bdx[c] = vset(s.b) * dxs[c];
-        }
-        const VF smax = vset(s.smax), op = vset(s.opacity), nop = vset(-s.opacity);
+        const ChunkRows cur = next;
+        if (i > 0) next = splat_chunks(splats[ids[i - 1]], tx0, ty0, tw, th, py_groups);
+        const VF op = vset(s.opacity), nop = vset(-s.opacity);
         const VF rgb0 = vset(s.rgb[0]), rgb1 = vset(s.rgb[1]), rgb2 = vset(s.rgb[2]);
-        // pass 1: sigma of every row chunk in range with a lane in front of its pixel's last
-        // contributor, and which chunks have a lane that may pass (bits, not branches)
-        VF sig[kTile * kChunks];
-        VM msk[kTile * kChunks];
-        uint32_t active = 0;
-        for (int r = ylo; r <= yhi; ++r) {
-            if (i >= row_last[r]) continue;  // behind every contributor of this row
-            const float dy = s.my - ((float)(ty0 + r) + 0.5f);
-            const VF cdy2 = vset(s.c * dy * dy), vdy = vset(dy);
-            for (int c = c0; c <= c1; ++c) {
-                const int k = r * kChunks + c;
-                sig[k] = vmadd(bdx[c], vdy, half * (adx2[c] + cdy2));  // as the forward
-                msk[k] = vm_and(vm_and(sig[k] >= zero, sig[k] <= smax), vm_int_gt(in.last + r * kTile + c * kLanes, i));
-                active |= (uint32_t)vm_any(msk[k]) << k;
-            }
-        }
-        if (active == 0) continue;
-        // pass 2: gradients of the active chunks
         VF v_m0 = zero, v_m1 = zero, v_c0 = zero, v_c1 = zero, v_c2 = zero, v_op = zero;
         VF v_r0 = zero, v_r1 = zero, v_r2 = zero;
         bool touched = false;
-        while (active != 0) {
-            const int k = ctz32(active);
-            active &= active - 1;
-            const int r = k / kChunks, c = k % kChunks;
-            const float dy = s.my - ((float)(ty0 + r) + 0.5f);
-            const VF vdy = vset(dy), bdy = vset(s.b * dy), cdy = vset(s.c * dy);
-            const int p = r * kTile + c * kLanes;
-            const VF vis = exp_neg_sigma(sig[k]);  // same exp and alpha as the forward
-            const VF raw_alpha = op * vis;
-            const VF alpha = vmin(raw_alpha, max_alpha);
-            const VM m = vm_and(msk[k], alpha >= thresh);
-            touched = touched || vm_any(m);
-            // T before this Gaussian, from T after it
-            const VF ra = one / vmax(min_oma, one - alpha);
-            const VF t0 = vload(T + p);
-            const VF t = vselect(m, t0 * ra, t0);
-            vstore(T + p, t);
-            const VF fac = alpha * t;
-            const VF fac_m = vselect(m, fac, zero);
-            const VF vc0 = vload(in.vc[0] + p), vc1 = vload(in.vc[1] + p), vc2 = vload(in.vc[2] + p);
-            const VF a0 = vload(acc[0] + p), a1 = vload(acc[1] + p), a2 = vload(acc[2] + p);
-            v_r0 = vmadd(fac_m, vc0, v_r0);
-            v_r1 = vmadd(fac_m, vc1, v_r1);
-            v_r2 = vmadd(fac_m, vc2, v_r2);
-            VF v_alpha = vnmadd(a0, ra, rgb0 * t) * vc0;
-            v_alpha = vmadd(vnmadd(a1, ra, rgb1 * t), vc1, v_alpha);
-            v_alpha = vmadd(vnmadd(a2, ra, rgb2 * t), vc2, v_alpha);
-            // through the background's weight T_final
-            v_alpha = vmadd(vneg(vload(in.T_fin + p)) * ra, vload(in.v_bg_dot + p), v_alpha);
-            // gt_alpha_vjp: no gradient where alpha was clamped at 0.99
-            const VM mg = vm_and(m, raw_alpha <= max_alpha);
-            const VF v_alpha_m = vselect(mg, v_alpha, zero);
-            const VF v_sigma = nop * vis * v_alpha_m;
-            const VF hvs = half * v_sigma;
-            const VF dx = dxs[c];
-            v_c0 = vmadd(hvs * dx, dx, v_c0);
-            v_c1 = vmadd(v_sigma * dx, vdy, v_c1);
-            v_c2 = vmadd(hvs * vdy, vdy, v_c2);
-            v_m0 = vmadd(v_sigma, adx[c] + bdy, v_m0);
-            v_m1 = vmadd(v_sigma, bdx[c] + cdy, v_m1);
-            v_op = vmadd(vis, v_alpha_m, v_op);
-            vstore(acc[0] + p, vmadd(rgb0, fac_m, a0));
-            vstore(acc[1] + p, vmadd(rgb1, fac_m, a1));
-            vstore(acc[2] + p, vmadd(rgb2, fac_m, a2));
+        for (int c = 0; c < kChunks; ++c) {
+            uint32_t rows = cur.rows[c];
+            if (rows == 0) continue;
+            uint32_t live = 0;  // rows of this column with a lane in front of its pixel's last contributor
+            for (int q = 0; q < kRowGroups; ++q) live |= vm_bits(vm_int_gt(chunk_last[c] + q * kLanes, i)) << (q * kLanes);
+            rows &= live;
+            if (rows == 0) continue;
+            const VF dx = vset(s.mx) - px[c];
+            const VF adx = vset(s.a) * dx, adx2 = adx * dx, bdx = vset(s.b) * dx;
+            while (rows != 0) {
+                const int r = ctz32(rows);
+                rows &= rows - 1;
+                const float dy = s.my - py[r];
+                const VF vdy = vset(dy), bdy = vset(s.b * dy), cdy = vset(s.c * dy);
+                const int p = r * kTile + c * kLanes;
+                const VF sig = vmadd(bdx, vdy, half * (adx2 + vset(s.c * dy * dy)));  // as the forward
+                const VF vis = exp_neg_sigma(sig);  // same exp and alpha as the forward
+                const VF raw_alpha = op * vis;
+                const VF alpha = vmin(raw_alpha, max_alpha);
+                const VM m = vm_and(vm_and(sig >= zero, alpha >= thresh), vm_int_gt(in.last + p, i));
+                touched = touched || vm_any(m);
+                // T before this Gaussian, from T after it
+                const VF ra = one / vmax(min_oma, one - alpha);
+                const VF t0 = vload(T + p);
+                const VF t = vselect(m, t0 * ra, t0);
+                vstore(T + p, t);
+                const VF fac = alpha * t;
+                const VF fac_m = vselect(m, fac, zero);
+                const VF vc0 = vload(in.vc[0] + p), vc1 = vload(in.vc[1] + p), vc2 = vload(in.vc[2] + p);
+                const VF a0 = vload(acc[0] + p), a1 = vload(acc[1] + p), a2 = vload(acc[2] + p);
+                v_r0 = vmadd(fac_m, vc0, v_r0);
+                v_r1 = vmadd(fac_m, vc1, v_r1);
+                v_r2 = vmadd(fac_m, vc2, v_r2);
+                VF v_alpha = vnmadd(a0, ra, rgb0 * t) * vc0;
+                v_alpha = vmadd(vnmadd(a1, ra, rgb1 * t), vc1, v_alpha);
+                v_alpha = vmadd(vnmadd(a2, ra, rgb2 * t), vc2, v_alpha);
+                // through the background's weight T_final
+                v_alpha = vmadd(vneg(vload(in.T_fin + p)) * ra, vload(in.v_bg_dot + p), v_alpha);
+                // gt_alpha_vjp: no gradient where alpha was clamped at 0.99
+                const VM mg = vm_and(m, raw_alpha <= max_alpha);
+                const VF v_alpha_m = vselect(mg, v_alpha, zero);
+                const VF v_sigma = nop * vis * v_alpha_m;
+                const VF hvs = half * v_sigma;
+                v_c0 = vmadd(hvs * dx, dx, v_c0);
+                v_c1 = vmadd(v_sigma * dx, vdy, v_c1);
+                v_c2 = vmadd(hvs * vdy, vdy, v_c2);
+                v_m0 = vmadd(v_sigma, adx + bdy, v_m0);
+                v_m1 = vmadd(v_sigma, bdx + cdy, v_m1);
+                v_op = vmadd(vis, v_alpha_m, v_op);
+                vstore(acc[0] + p, vmadd(rgb0, fac_m, a0));
+                vstore(acc[1] + p, vmadd(rgb1, fac_m, a1));
+                vstore(acc[2] + p, vmadd(rgb2, fac_m, a2));
+            }
         }
         if (touched) {
             float* o = grads + (int64_t)g * kSplatGrads;
