@@ -1,10 +1,10 @@
 // raster_cpu.cpp: CPU tile rasterizer (OpenMP). Same rules as gsplat's
 // rasterization() (antialiased=False): see gt_raster_math.h for the math.
 //
-// Forward:  project [N] (parallel) -> stable depth sort (beside the colouring) -> bin into 16x16 tiles (parallel
-//           count, prefix sum, fill; lists stay front to back) -> per tile, the SIMD blend
-//           kernel (raster_cpu_simd.h) with per-pixel early stop. Tiles run heaviest first,
-//           dynamically scheduled (head scenes are very unbalanced).
+// Forward:  project [N] (vectorised, parallel) -> stable depth sort (one thread, while the others
+//           colour) -> bin into 16x16 tiles (parallel count, prefix sum, fill; lists stay front to
+//           back) -> per tile, the SIMD blend kernel (raster_cpu_simd.h) with per-pixel early stop.
+//           Tiles run heaviest first, dynamically scheduled (head scenes are very unbalanced).
 // Backward: per tile, Gaussians back to front (gsplat's per-pixel order) in the same kernel
 //           variant, per-thread gradient buffers reduced once per Gaussian, then the
 //           projection / SH VJPs.

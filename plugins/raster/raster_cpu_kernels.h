@@ -2,9 +2,9 @@
 // variant per instruction set.
 //
 // raster_cpu_{avx512,avx2,generic}.cpp each compile raster_cpu_simd.h with their own -m flags
-// (setup.py); raster_cpu.cpp picks one at run time (raster_cpu_select_isa). Every variant does the
-// same float operations in the same order (no FMA), so all of them render bit-identical images and
-// make bit-identical alpha decisions; forward and backward always use the same variant anyway.
+// (setup.py); raster_cpu.cpp picks one at run time (raster_cpu_select_isa). The variants differ only
+// by float rounding (the AVX ones fuse multiply-adds in the blend); forward and backward always use
+// the same variant, so their alpha decisions agree.
 //
 // No STL here: the ISA translation units include this header, and any inline or template code they
 // share with the rest of the extension could be linked in its AVX-512 copy.

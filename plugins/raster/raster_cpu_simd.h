@@ -377,7 +377,8 @@ GT_INLINE ChunkRows ellipse_chunks(const Splat& s, int tx0, int tw, int ylo, int
     if (!(s.a > 0.f) || !(det > 1e-6 * (double)s.a * s.c)) {
         int xlo, xhi;
         axis_range(s.mx, s.ext_x, tx0, tw, xlo, xhi);
-        for (int c = 0; c < kChunks; ++c) out.rows[c] = xlo / kLanes <= c && c <= xhi / kLanes && xlo <= xhi ? rows : 0u;
+        for (int c = 0; c < kChunks; ++c)
+            out.rows[c] = xlo <= xhi && xlo / kLanes <= c && c <= xhi / kLanes ? rows : 0u;
         return out;
     }
     const float inv_a = 1.f / s.a;
@@ -519,7 +520,10 @@ void backward_tile(const Splat* splats, const int32_t* ids, int tx0, int ty0, in
     for (int c = 0; c < kChunks; ++c)
         for (int r = 0; r < kTile; ++r) {
             int32_t m = 0;
-            for (int l = 0; l < kLanes; ++l) m = in.last[r * kTile + c * kLanes + l] > m ? in.last[r * kTile + c * kLanes + l] : m;
+            for (int l = 0; l < kLanes; ++l) {
+                const int32_t v = in.last[r * kTile + c * kLanes + l];
+                m = v > m ? v : m;
+            }
             chunk_last[c][r] = r < th ? m : 0;
             max_last = chunk_last[c][r] > max_last ? chunk_last[c][r] : max_last;
         }
