@@ -393,7 +393,6 @@ void raster_backward_cpu(const RasterInputs& in, const RasterState& st, const fl
 {
     const int N = in.N, W = in.width, H = in.height;
     const int TX = st.tiles_x, TY = st.tiles_y, n_tiles = TX * TY;
-    const float fx = in.K[0], fy = in.K[4], cx = in.K[2], cy = in.K[5];
     const int KB = sh_bases(in.sh_degree);
     const int n_threads = max_threads();
     constexpr int G = kSplatGrads;  // per-Gaussian 2-D grads: mean2d (2), conic (3), opacity (1), rgb (3)
@@ -456,41 +455,49 @@ void raster_backward_cpu(const RasterInputs& in, const RasterState& st, const fl
     }
 
     // 3. per Gaussian, in id order (the outputs are written sequentially; only the small thread
-    //    buffers are read by depth rank): reduce the thread buffers, projection and colour VJPs
+    //    buffers are read by depth rank): reduce the thread buffers, the colour VJP and the 2-D
+    //    inputs of the projection VJP (scalar), then the projection VJP (the ISA variant's
+    //    vectorised loop) over the same range
     std::vector<int32_t>& rank = st.scratch.rank;
     rank.assign(N, -1);
     for (int j = 0; j < V; ++j) rank[st.order[j]] = j;
+    std::vector<float>& aux = st.scratch.vjp_aux;  // [N, 8]: conic, v_mean2d, v_conic
+    aux.resize((size_t)N * 8);
     float campos[3];
     gt_camera_center(in.viewmat, campos);
-#pragma omp parallel for schedule(static)
-    for (int g = 0; g < N; ++g) {
-        float* vm = out.v_means + g * 3;
-        float* vq = out.v_quats + g * 4;
-        float* vs = out.v_scales + g * 3;
-        float* vcol = out.v_colors + (int64_t)g * KB * 3;
-        for (int k = 0; k < 3; ++k) vm[k] = vs[k] = 0.f;
-        for (int k = 0; k < 4; ++k) vq[k] = 0.f;
-        for (int k = 0; k < KB * 3; ++k) vcol[k] = 0.f;
-        out.v_opacities[g] = 0.f;
-        const int j = rank[g];
-        if (j < 0) continue;  // culled: zero gradients
-        float v[G] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-        for (int t = 0; t < n_threads; ++t) {
-            const float* b = buf.data() + ((size_t)t * V + j) * G;
-            for (int k = 0; k < G; ++k) v[k] += b[k];
+#pragma omp parallel
+    {
+        const int nt = num_threads(), t = thread_id();
+        const int b = (int)((int64_t)N * t / nt), e = (int)((int64_t)N * (t + 1) / nt);
+        for (int g = b; g < e; ++g) {
+            float* vm = out.v_means + g * 3;
+            float* vcol = out.v_colors + (int64_t)g * KB * 3;
+            for (int k = 0; k < 3; ++k) vm[k] = out.v_scales[g * 3 + k] = 0.f;
+            for (int k = 0; k < 4; ++k) out.v_quats[g * 4 + k] = 0.f;
+            for (int k = 0; k < KB * 3; ++k) vcol[k] = 0.f;
+            out.v_opacities[g] = 0.f;
+            const int j = rank[g];
+            if (j < 0) continue;  // culled: zero gradients
+            float v[G] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+            for (int k = 0; k < n_threads; ++k) {
+                const float* src = buf.data() + ((size_t)k * V + j) * G;
+                for (int q = 0; q < G; ++q) v[q] += src[q];
+            }
+            const Splat& s = st.sorted[j];
+            float* x = &aux[(size_t)g * 8];
+            x[0] = s.a; x[1] = s.b; x[2] = s.c;
+            for (int q = 0; q < 5; ++q) x[3 + q] = v[q];
+            out.v_opacities[g] = v[5];
+            if (in.sh_degree < 0) {
+                for (int k = 0; k < 3; ++k) vcol[k] = v[6 + k];
+            } else {
+                const float* m = in.means + g * 3;
+                float dir[3] = {m[0] - campos[0], m[1] - campos[1], m[2] - campos[2]};
+                gt_sh_to_color_vjp(in.sh_degree, dir, in.colors + (int64_t)g * KB * 3, v + 6, vcol, vm);
+            }
         }
-        const Splat& s = st.splats[g];
-        const float conic[3] = {s.a, s.b, s.c};
-        gt_project_ewa_vjp(in.means + g * 3, in.quats + g * 4, in.scales + g * 3, in.viewmat, fx, fy, cx, cy, W, H,
-                           conic, v, v + 2, vm, vq, vs);
-        out.v_opacities[g] = v[5];
-        if (in.sh_degree < 0) {
-            for (int k = 0; k < 3; ++k) vcol[k] = v[6 + k];
-        } else {
-            const float* m = in.means + g * 3;
-            float dir[3] = {m[0] - campos[0], m[1] - campos[1], m[2] - campos[2]};
-            gt_sh_to_color_vjp(in.sh_degree, dir, in.colors + (int64_t)g * KB * 3, v + 6, vcol, vm);
-        }
+        // v_means: + the projection's part (float addition commutes: the same sum as before)
+        kern->project_vjp(in, b, e, st.radius.data(), aux.data(), out.v_means, out.v_quats, out.v_scales);
     }
     GT_TOC("bwd vjp", t1)
 }

@@ -37,6 +37,7 @@ struct RasterState {
         std::vector<int32_t> corners;    // [threads, tiles_y + 1, tiles_x + 1] box corner marks
         std::vector<float> grads;        // [threads, V, kSplatGrads] backward accumulators
         std::vector<int32_t> rank;       // [N] depth rank j of Gaussian g, -1 = culled
+        std::vector<float> vjp_aux;      // [N, 8] conic and 2-D gradients, input of the projection VJP
     };
     mutable Scratch scratch;
 };

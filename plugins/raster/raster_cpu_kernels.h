@@ -57,6 +57,11 @@ struct TileKernels {
     // Gaussians [begin, end) of in through gt_project_ewa, in a loop the compiler vectorises: proj [5, N]
     // (rows mean2d x, y and conic a, b, c), radius [N] (0 = culled, also when opacity < 1/255), depth [N].
     void (*project)(const RasterInputs& in, int begin, int end, float* proj, float* radius, float* depth);
+    // Gaussians [begin, end) of in through gt_project_ewa_vjp, in a loop the compiler vectorises. For the
+    // visible ones (radius [N] > 0), aux [N, 8] holds the conic (a, b, c) and the 2-D gradients (v_mean2d
+    // x, y, v_conic a, b, c); their VJP is added to v_means [N, 3], v_quats [N, 4] and v_scales [N, 3].
+    void (*project_vjp)(const RasterInputs& in, int begin, int end, const float* radius, const float* aux,
+                        float* v_means, float* v_quats, float* v_scales);
     // Front to back over ids [count] (depth order) for the tile at pixel (tx0, ty0) of size tw x th.
     // Writes T [kTilePix], C [3][kTilePix] (premultiplied colour) and, unless last is nullptr,
     // last [kTilePix] (0 = no contributor).

@@ -349,6 +349,57 @@ void project(const RasterInputs& in, int begin, int end, float* proj, float* rad
     }
 }
 
+// The backward of project(), batched the same way.
+void project_vjp(const RasterInputs& in, int begin, int end, const float* radius, const float* aux, float* v_means,
+                 float* v_quats, float* v_scales)
+{
+    float vm[16];
+    for (int k = 0; k < 16; ++k) vm[k] = in.viewmat[k];
+    const float fx = in.K[0], fy = in.K[4], cx = in.K[2], cy = in.K[5];
+    const int W = in.width, H = in.height;
+    constexpr int kBatch = 64;
+    alignas(64) float src[18][kBatch];  // planes: mean 3, quat 4, scale 3, conic 3, v_mean2d 2, v_conic 3
+    alignas(64) float dst[10][kBatch];  // planes: v_mean 3, v_quat 4, v_scale 3
+    for (int g0 = begin; g0 < end; g0 += kBatch) {
+        const int n = end - g0 < kBatch ? end - g0 : kBatch;
+        for (int j = 0; j < n; ++j) {
+            const int g = g0 + j;
+            for (int k = 0; k < 3; ++k) src[k][j] = in.means[g * 3 + k];
+            for (int k = 0; k < 4; ++k) src[3 + k][j] = in.quats[g * 4 + k];
+            for (int k = 0; k < 3; ++k) src[7 + k][j] = in.scales[g * 3 + k];
+            for (int k = 0; k < 8; ++k) src[10 + k][j] = aux[(int64_t)g * 8 + k];
+        }
+        float* d[10];  // one pointer per plane (see project)
+        for (int k = 0; k < 10; ++k) d[k] = dst[k];
+        float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5], *d6 = d[6], *d7 = d[7],
+              *d8 = d[8], *d9 = d[9];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep
+#endif
+        for (int j = 0; j < n; ++j) {
+            const float mean[3] = {src[0][j], src[1][j], src[2][j]};
+            const float quat[4] = {src[3][j], src[4][j], src[5][j], src[6][j]};
+            const float scale[3] = {src[7][j], src[8][j], src[9][j]};
+            const float conic[3] = {src[10][j], src[11][j], src[12][j]};
+            const float v_mean2d[2] = {src[13][j], src[14][j]};
+            const float v_conic[3] = {src[15][j], src[16][j], src[17][j]};
+            float v_mean[3] = {0.f, 0.f, 0.f}, v_quat[4] = {0.f, 0.f, 0.f, 0.f}, v_scale[3] = {0.f, 0.f, 0.f};
+            gt_project_ewa_vjp(mean, quat, scale, vm, fx, fy, cx, cy, W, H, conic, v_mean2d, v_conic, v_mean, v_quat,
+                               v_scale);
+            d0[j] = v_mean[0]; d1[j] = v_mean[1]; d2[j] = v_mean[2];
+            d3[j] = v_quat[0]; d4[j] = v_quat[1]; d5[j] = v_quat[2]; d6[j] = v_quat[3];
+            d7[j] = v_scale[0]; d8[j] = v_scale[1]; d9[j] = v_scale[2];
+        }
+        for (int j = 0; j < n; ++j) {
+            const int g = g0 + j;
+            if (!(radius[g] > 0.f)) continue;  // culled: its lanes computed garbage
+            for (int k = 0; k < 3; ++k) v_means[g * 3 + k] += dst[k][j];
+            for (int k = 0; k < 4; ++k) v_quats[g * 4 + k] += dst[3 + k][j];
+            for (int k = 0; k < 3; ++k) v_scales[g * 3 + k] += dst[7 + k][j];
+        }
+    }
+}
+
 ///////////////////////////////
 // Forward: front to back, Gaussian-major over the tile's row chunks, per-lane early stop
 ///////////////////////////////
