@@ -304,22 +304,29 @@ GT_INLINE int ctz32(uint32_t x)  // index of the lowest set bit, x != 0
 // planar: the interleaved [N, K, 3] SH reads and Splat writes would keep the loop scalar.
 ///////////////////////////////
 
+constexpr int kBatch = 64;  // Gaussians per batch of the projection loops
+
+// Gaussians [g0, g0 + n) of in as planes [10][kBatch]: mean 3, quat 4, scale 3 (unit-stride vector loads).
+GT_INLINE void load_planes(const RasterInputs& in, int g0, int n, float (*planes)[kBatch])
+{
+    for (int j = 0; j < n; ++j) {
+        const int g = g0 + j;
+        for (int k = 0; k < 3; ++k) planes[k][j] = in.means[g * 3 + k];
+        for (int k = 0; k < 4; ++k) planes[3 + k][j] = in.quats[g * 4 + k];
+        for (int k = 0; k < 3; ++k) planes[7 + k][j] = in.scales[g * 3 + k];
+    }
+}
+
 void project(const RasterInputs& in, int begin, int end, float* proj, float* radius, float* depth)
 {
     float vm[16];  // a local copy: the compiler keeps it out of the loop
     for (int k = 0; k < 16; ++k) vm[k] = in.viewmat[k];
     const float fx = in.K[0], fy = in.K[4], cx = in.K[2], cy = in.K[5];
     const int N = in.N, W = in.width, H = in.height;
-    constexpr int kBatch = 64;
-    alignas(64) float in_soa[10][kBatch];  // mean, quat, scale as planes: unit-stride vector loads
+    alignas(64) float in_soa[10][kBatch];
     for (int g0 = begin; g0 < end; g0 += kBatch) {
         const int n = end - g0 < kBatch ? end - g0 : kBatch;
-        for (int j = 0; j < n; ++j) {
-            const int g = g0 + j;
-            for (int k = 0; k < 3; ++k) in_soa[k][j] = in.means[g * 3 + k];
-            for (int k = 0; k < 4; ++k) in_soa[3 + k][j] = in.quats[g * 4 + k];
-            for (int k = 0; k < 3; ++k) in_soa[7 + k][j] = in.scales[g * 3 + k];
-        }
+        load_planes(in, g0, n, in_soa);
         // one pointer per plane, indexed by j alone: with -fwrapv (Python's default flags) the compiler
         // cannot treat an int index like N + j as affine, and then keeps the loop scalar
         const float* op = in.opacities + g0;
@@ -357,18 +364,13 @@ void project_vjp(const RasterInputs& in, int begin, int end, const float* radius
     for (int k = 0; k < 16; ++k) vm[k] = in.viewmat[k];
     const float fx = in.K[0], fy = in.K[4], cx = in.K[2], cy = in.K[5];
     const int W = in.width, H = in.height;
-    constexpr int kBatch = 64;
     alignas(64) float src[18][kBatch];  // planes: mean 3, quat 4, scale 3, conic 3, v_mean2d 2, v_conic 3
     alignas(64) float dst[10][kBatch];  // planes: v_mean 3, v_quat 4, v_scale 3
     for (int g0 = begin; g0 < end; g0 += kBatch) {
         const int n = end - g0 < kBatch ? end - g0 : kBatch;
-        for (int j = 0; j < n; ++j) {
-            const int g = g0 + j;
-            for (int k = 0; k < 3; ++k) src[k][j] = in.means[g * 3 + k];
-            for (int k = 0; k < 4; ++k) src[3 + k][j] = in.quats[g * 4 + k];
-            for (int k = 0; k < 3; ++k) src[7 + k][j] = in.scales[g * 3 + k];
-            for (int k = 0; k < 8; ++k) src[10 + k][j] = aux[(int64_t)g * 8 + k];
-        }
+        load_planes(in, g0, n, src);
+        for (int j = 0; j < n; ++j)
+            for (int k = 0; k < 8; ++k) src[10 + k][j] = aux[(int64_t)(g0 + j) * 8 + k];
         float* d[10];  // one pointer per plane (see project)
         for (int k = 0; k < 10; ++k) d[k] = dst[k];
         float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5], *d6 = d[6], *d7 = d[7],
