@@ -371,10 +371,6 @@ void project_vjp(const RasterInputs& in, int begin, int end, const float* radius
         load_planes(in, g0, n, src);
         for (int j = 0; j < n; ++j)
             for (int k = 0; k < 8; ++k) src[10 + k][j] = aux[(int64_t)(g0 + j) * 8 + k];
-        float* d[10];  // one pointer per plane (see project)
-        for (int k = 0; k < 10; ++k) d[k] = dst[k];
-        float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5], *d6 = d[6], *d7 = d[7],
-              *d8 = d[8], *d9 = d[9];
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC ivdep
 #endif
@@ -388,9 +384,9 @@ void project_vjp(const RasterInputs& in, int begin, int end, const float* radius
             float v_mean[3] = {0.f, 0.f, 0.f}, v_quat[4] = {0.f, 0.f, 0.f, 0.f}, v_scale[3] = {0.f, 0.f, 0.f};
             gt_project_ewa_vjp(mean, quat, scale, vm, fx, fy, cx, cy, W, H, conic, v_mean2d, v_conic, v_mean, v_quat,
                                v_scale);
-            d0[j] = v_mean[0]; d1[j] = v_mean[1]; d2[j] = v_mean[2];
-            d3[j] = v_quat[0]; d4[j] = v_quat[1]; d5[j] = v_quat[2]; d6[j] = v_quat[3];
-            d7[j] = v_scale[0]; d8[j] = v_scale[1]; d9[j] = v_scale[2];
+            for (int k = 0; k < 3; ++k) dst[k][j] = v_mean[k];
+            for (int k = 0; k < 4; ++k) dst[3 + k][j] = v_quat[k];
+            for (int k = 0; k < 3; ++k) dst[7 + k][j] = v_scale[k];
         }
         for (int j = 0; j < n; ++j) {
             const int g = g0 + j;
