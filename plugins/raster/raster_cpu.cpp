@@ -205,7 +205,6 @@ void splat_tiles(const Splat& s, float radius, int tiles_x, int tiles_y, int& x0
 void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, bool for_backward)
 {
     const int N = in.N, W = in.width, H = in.height;
-    const int KB = sh_bases(in.sh_degree);
     st.N = N;
     st.width = W;
     st.height = H;
@@ -228,6 +227,8 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, b
     //    sorting thread joins them when done
     std::vector<float>& proj = st.scratch.proj;
     proj.resize((size_t)5 * N);
+    std::vector<float>& rgb = st.scratch.rgb;
+    rgb.resize((size_t)3 * N);
     std::vector<int32_t>& order = st.order;
 #pragma omp parallel
     {
@@ -243,26 +244,26 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, b
                 if (st.radius[g] > 0.f) order.push_back(g);
             sort_by_depth(st.depth, order);
         }
-#pragma omp for schedule(dynamic, 1024)
-        for (int g = 0; g < N; ++g) {
-            if (!(st.radius[g] > 0.f)) continue;
-            Splat& s = st.splats[g];
-            s.mx = proj[g];
-            s.my = proj[N + g];
-            s.a = proj[2 * N + g];
-            s.b = proj[3 * N + g];
-            s.c = proj[4 * N + g];
-            s.opacity = in.opacities[g];
-            if (in.sh_degree < 0) {
-                for (int k = 0; k < 3; ++k) s.rgb[k] = in.colors[g * 3 + k];
-            } else {
-                const float* m = in.means + g * 3;
-                const float dir[3] = {m[0] - campos[0], m[1] - campos[1], m[2] - campos[2]};
-                gt_sh_to_color(in.sh_degree, dir, in.colors + (int64_t)g * KB * 3, s.rgb);
+        constexpr int kColourChunk = 1024;
+#pragma omp for schedule(dynamic, 1)
+        for (int chunk = 0; chunk < (N + kColourChunk - 1) / kColourChunk; ++chunk) {
+            const int b = chunk * kColourChunk, e = std::min(N, b + kColourChunk);
+            if (in.sh_degree >= 0) kern->colour(in, campos, b, e, rgb.data());
+            for (int g = b; g < e; ++g) {
+                if (!(st.radius[g] > 0.f)) continue;
+                Splat& s = st.splats[g];
+                s.mx = proj[g];
+                s.my = proj[N + g];
+                s.a = proj[2 * N + g];
+                s.b = proj[3 * N + g];
+                s.c = proj[4 * N + g];
+                s.opacity = in.opacities[g];
+                for (int k = 0; k < 3; ++k)
+                    s.rgb[k] = in.sh_degree < 0 ? in.colors[g * 3 + k] : rgb[(size_t)k * N + g];
+                const float conic[3] = {s.a, s.b, s.c};
+                s.smax = gt_sigma_max(s.opacity);
+                gt_alpha_extent(conic, s.opacity, &s.ext_x, &s.ext_y);
             }
-            const float conic[3] = {s.a, s.b, s.c};
-            s.smax = gt_sigma_max(s.opacity);
-            gt_alpha_extent(conic, s.opacity, &s.ext_x, &s.ext_y);
         }
     }
 

@@ -31,6 +31,7 @@ struct RasterState {
     // fresh memory on every call (bind_cpu.cpp reuses states).
     struct Scratch {
         std::vector<float> proj;         // [5, N] projection: mean2d x, y, conic a, b, c
+        std::vector<float> rgb;          // [3, N] SH colour
         std::vector<float> radius;       // [V] sorted radii
         std::vector<int32_t> rect;       // [V, 4] tile rectangles
         std::vector<int32_t> cursor;     // [threads, tiles] counts, then write cursors

@@ -10,7 +10,7 @@
 namespace gt {
 const TileKernels* tile_kernels_avx512()
 {
-    static const TileKernels k = {"avx512", project, project_vjp, forward_tile, backward_tile};
+    static const TileKernels k = {"avx512", project, colour, project_vjp, forward_tile, backward_tile};
     return &k;
 }
 }  // namespace gt

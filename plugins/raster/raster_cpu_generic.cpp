@@ -8,7 +8,7 @@
 namespace gt {
 const TileKernels* tile_kernels_generic()
 {
-    static const TileKernels k = {"generic", project, project_vjp, forward_tile, backward_tile};
+    static const TileKernels k = {"generic", project, colour, project_vjp, forward_tile, backward_tile};
     return &k;
 }
 }  // namespace gt

@@ -57,6 +57,9 @@ struct TileKernels {
     // Gaussians [begin, end) of in through gt_project_ewa, in a loop the compiler vectorises: proj [5, N]
     // (rows mean2d x, y and conic a, b, c), radius [N] (0 = culled, also when opacity < 1/255), depth [N].
     void (*project)(const RasterInputs& in, int begin, int end, float* proj, float* radius, float* depth);
+    // SH colour (gt_sh_to_color at the direction from campos [3]) of Gaussians [begin, end) into rgb [3, N]
+    // planes, in a loop the compiler vectorises. sh_degree >= 0 only.
+    void (*colour)(const RasterInputs& in, const float* campos, int begin, int end, float* rgb);
     // Gaussians [begin, end) of in through gt_project_ewa_vjp, in a loop the compiler vectorises. For the
     // visible ones (radius [N] > 0), aux [N, 8] holds the conic (a, b, c) and the 2-D gradients (v_mean2d
     // x, y, v_conic a, b, c); their VJP is added to v_means [N, 3], v_quats [N, 4] and v_scales [N, 3].

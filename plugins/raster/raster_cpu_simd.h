@@ -356,6 +356,50 @@ void project(const RasterInputs& in, int begin, int end, float* proj, float* rad
     }
 }
 
+// SH colour, batched the same way: the [K, 3] coefficient rows are transposed into planes.
+template <int kDeg>
+void colour_range(const RasterInputs& in, const float* campos, int begin, int end, float* rgb)
+{
+    constexpr int KB = (kDeg + 1) * (kDeg + 1);
+    const int64_t N = in.N;
+    alignas(64) float coef[KB * 3][kBatch];
+    alignas(64) float dirs[3][kBatch];
+    alignas(64) float col[3][kBatch];
+    for (int g0 = begin; g0 < end; g0 += kBatch) {
+        const int n = end - g0 < kBatch ? end - g0 : kBatch;
+        for (int j = 0; j < n; ++j) {
+            const int64_t g = g0 + j;
+            for (int k = 0; k < 3; ++k) dirs[k][j] = in.means[g * 3 + k] - campos[k];
+            for (int k = 0; k < KB * 3; ++k) coef[k][j] = in.colors[g * KB * 3 + k];
+        }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep
+#endif
+        for (int j = 0; j < n; ++j) {
+            const float dir[3] = {dirs[0][j], dirs[1][j], dirs[2][j]};
+            float c[KB * 3], out[3];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 48  // straight-line code: a loop left in the body keeps it scalar
+#endif
+            for (int k = 0; k < KB * 3; ++k) c[k] = coef[k][j];
+            gt_sh_to_color(kDeg, dir, c, out);
+            for (int k = 0; k < 3; ++k) col[k][j] = out[k];
+        }
+        for (int k = 0; k < 3; ++k)
+            for (int j = 0; j < n; ++j) rgb[k * N + g0 + j] = col[k][j];
+    }
+}
+
+void colour(const RasterInputs& in, const float* campos, int begin, int end, float* rgb)
+{
+    switch (in.sh_degree) {
+    case 0: colour_range<0>(in, campos, begin, end, rgb); break;
+    case 1: colour_range<1>(in, campos, begin, end, rgb); break;
+    case 2: colour_range<2>(in, campos, begin, end, rgb); break;
+    default: colour_range<3>(in, campos, begin, end, rgb); break;
+    }
+}
+
 // The backward of project(), batched the same way.
 void project_vjp(const RasterInputs& in, int begin, int end, const float* radius, const float* aux, float* v_means,
                  float* v_quats, float* v_scales)
