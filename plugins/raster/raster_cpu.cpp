@@ -223,8 +223,8 @@ void raster_forward_cpu(const RasterInputs& in, float* image, RasterState& st, b
     GT_TIC(t0)
     // 1. project every Gaussian (the ISA variant's vectorised loop, over each thread's range); then,
     //    while one thread sorts the visible ids by depth (stable), the others colour the visible
-    //    Gaussians and bound their alpha-threshold ellipse (scalar: [N, K, 3] SH rows), and the
-    //    sorting thread joins them when done
+    //    Gaussians (the variant's vectorised SH loop, per chunk) and bound their alpha-threshold
+    //    ellipse (scalar: logf), and the sorting thread joins them when done
     std::vector<float>& proj = st.scratch.proj;
     proj.resize((size_t)5 * N);
     std::vector<float>& rgb = st.scratch.rgb;
