@@ -5,7 +5,6 @@
 runtime compiles them with NVRTC on first use. The Python packages import
 without the extension; only the `cpu` raster backend needs it.
 """
-import os
 import platform
 import shutil
 import sys
@@ -21,6 +20,16 @@ RASTER_SRC = ROOT / "plugins" / "raster"
 CUDA_SOURCES = ("*.h", "*.cuh", "*.cu")
 
 
+def _contract():
+    """gt_runtime/contract.py, loaded by path: the build environment has no gt_runtime installed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_gt_contract", ROOT / "gt_runtime" / "contract.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _compile_args():
     # -ffp-contract=off: no FMA contraction, so the CPU kernels round like the numpy reference.
     # -fno-trapping-math: the projection loop may compute both sides of a branch (vectorised); no
@@ -29,7 +38,7 @@ def _compile_args():
     if sys.platform.startswith("linux"):
         args.append("-fopenmp")
     # GT_MARCH=native tunes for the build machine; the default stays portable x86-64-v2.
-    march = os.environ.get("GT_MARCH", "")
+    march = _contract().MARCH.get()
     if march:
         args.append(f"-march={march}")
     return args

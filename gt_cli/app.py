@@ -5,12 +5,13 @@ torch nor cupy. Exit codes: 0 success, 2 bad input (one-line message), 1 interna
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from gt_runtime.contract import DEBUG
 
 app = typer.Typer(
     name="gt",
@@ -85,7 +86,7 @@ def play_cmd(
     sheet: Optional[Path] = typer.Option(None, help="Also write a contact sheet PNG of 8 evenly spaced frames."),
 ):
     """Play a speech with a bundle: audio -> talking-head frames at 25 fps, muxed with the speech."""
-    from gt_runtime.play import PlayConfig, play
+    from gt_runtime.apps.play import PlayConfig, play
 
     res = play(PlayConfig(speech=speech, bundle=bundle, out=out, engine=engine, raster=raster, fps=fps, batch=batch, sheet=sheet))
     typer.echo(f"wrote {res.out}: {res.frames} frames ({res.video_s:.2f} s video, {res.audio_s:.2f} s audio)",
@@ -148,11 +149,11 @@ def profile_cmd(
     encode: str = typer.Option("mp4", help="mp4 (H.264, the encode stage) or none."),
     threads: Optional[int] = typer.Option(None, help="Engine CPU threads (default: all usable cores)."),
     overlapped: bool = typer.Option(True, "--overlapped/--no-overlapped", help="Also measure FPS with deform/raster overlap (CPU)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (schema: gt_runtime.profile)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (schema: gt_runtime.apps.profile)."),
     png: Optional[Path] = typer.Option(None, "--png", help="Write a stacked-bar PNG of the stage times."),
 ):
     """Per-stage latency (audio front end, audio encoder, deform, raster, composite, encode): p50/p90/p99 and FPS."""
-    from gt_runtime.profile import ProfileConfig, profile
+    from gt_runtime.apps.profile import ProfileConfig, profile
 
     profile(ProfileConfig(bundle=bundle, engine=engine, raster=raster, batch=batch, frames=frames, warmup=warmup,
                           speech=speech, encode=encode, threads=threads, overlapped=overlapped, json=json_out, png=png))
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"gt: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:
-        if os.environ.get("GT_DEBUG"):
+        if DEBUG.on():
             raise
         print(f"gt: internal error: {type(exc).__name__}: {exc} (set GT_DEBUG=1 for the traceback)", file=sys.stderr)
         sys.exit(1)

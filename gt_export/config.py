@@ -1,13 +1,13 @@
 """`ExportConfig`: everything `gt export` needs (one dataclass, saved into the manifest)."""
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gt_runtime.contract import ONNX_OPSET, QUIET
 from gt_runtime.errors import InputError
 
-MIN_OPSET = 18  # the bundle contract (DESIGN.md section 6); attention down-converted to 17 is invalid
+MIN_OPSET = ONNX_OPSET  # the bundle contract; attention down-converted to 17 is invalid
 
 
 @dataclass
@@ -45,7 +45,7 @@ class ExportConfig:
         self.dataset = None if self.dataset is None else Path(self.dataset)
         self.checkpoint = None if self.checkpoint is None else Path(self.checkpoint)
         if self.quiet is None:
-            self.quiet = os.environ.get("GT_QUIET") == "1"
+            self.quiet = QUIET.on()
         if self.opset < MIN_OPSET:
             raise InputError(f"--opset {self.opset} | expected >= {MIN_OPSET} (the bundle contract; attention is not valid below 18)")
         if self.int8_weight_type not in ("uint8", "int8"):

@@ -36,11 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from gt_export.config import ExportConfig
-from gt_runtime.bundle import (
-    AUDIO_FRONTEND_ONNX, AUDIO_ONNX, ONNX_FILES, Bundle, sha256_file, update_manifest, weight_shapes, write_bundle,
-)
+from gt_runtime.bundle import Bundle, sha256_file, update_manifest, weight_shapes, write_bundle
+from gt_runtime.contract import AUDIO_FRONTEND_ONNX, AUDIO_ONNX, DEFORM_ONNX
 from gt_runtime.errors import InputError
-from gt_runtime.staging import commit_dir, staging_dir
+from gt_runtime.util.staging import commit_dir, staging_dir
 
 
 FRONTEND_CHECK_FRAMES = 250  # 10 s of the dataset's audio through the bundled front end at export
@@ -294,8 +293,8 @@ def export(cfg: ExportConfig) -> Path:
             with steps.step("finalize manifest"):
                 add = []
                 if ship_int8:
-                    (tmp / ONNX_FILES["int8"]).write_bytes(int8_bytes)
-                    add.append(ONNX_FILES["int8"])
+                    (tmp / DEFORM_ONNX["int8"]).write_bytes(int8_bytes)
+                    add.append(DEFORM_ONNX["int8"])
                 for prec, plan in plans.items():
                     if not verdicts.get(f"tensorrt-{prec}", "").startswith("ok"):
                         plan.unlink(missing_ok=True)
@@ -396,7 +395,7 @@ def _export_graphs(cfg: ExportConfig, model, steps: _Steps) -> dict:
 def _parity(cfg: ExportConfig, model, bundle: Bundle, ds, size, int8_bytes, plans: dict):
     """-> (report for the manifest, verdicts label -> text, ship INT8?). Raises ParityError on a failed gate."""
     from gt_export.parity import ParityFrames, pick_frames, run_parity
-    from gt_runtime.deform_ref import audio_windows
+    from gt_runtime.model.reference import audio_windows
     from gt_runtime.engines.base import AUDIO_INPUTS, AUDIO_OUTPUTS, DEFORM_INPUTS, DEFORM_OUTPUTS
     from gt_runtime.engines.ort_engine import OrtRunner
 

@@ -10,6 +10,7 @@ MatMulInteger) and is not meant for TensorRT.
 """
 from __future__ import annotations
 
+from gt_runtime.contract import ONNX_OPSET
 from gt_runtime.errors import InputError, require
 
 # The operators marked "Y" in the ONNX-TensorRT operator support matrix, "Supported ONNX
@@ -33,7 +34,7 @@ Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh Thres
 Transpose Trilu Unsqueeze Upsample Where Xor
 """.split())
 DEFAULT_DOMAINS = ("", "ai.onnx")
-MIN_OPSET = 18  # the bundle contract (DESIGN.md section 6)
+MIN_OPSET = ONNX_OPSET  # the bundle contract (gt_runtime.contract)
 
 
 class GraphCheckError(InputError):

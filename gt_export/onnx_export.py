@@ -10,13 +10,9 @@ its input/output names, ranks and static dims are checked against the contract.
 """
 from __future__ import annotations
 
-from gt_runtime.bundle import OFFSET_NAMES
+from gt_runtime.contract import AUDIO_INPUTS, AUDIO_OUTPUTS, DEFORM_INPUTS, OFFSET_NAMES
 from gt_runtime.errors import require
 from gt_train.torch_onnx import export_module
-
-DEFORM_INPUTS = ("tokens", "queries")
-AUDIO_INPUTS = ("audio_window",)
-AUDIO_OUTPUTS = ("audio_token",)
 # Example sizes for tracing: distinct from every static dim (4, 64, 15, 2, 80), so that
 # torch.export never ties B or N to one of them.
 _EXAMPLE_B, _EXAMPLE_N = 3, 37
@@ -87,7 +83,7 @@ def export_deform(model, opset: int = 18):
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randn(_EXAMPLE_B, 4, 64, generator=gen)
     queries = torch.randn(_EXAMPLE_N, 64, generator=gen)
-    onnx_model, used = export_module(DeformGraph(model.deform), (tokens, queries), DEFORM_INPUTS, OFFSET_NAMES,
+    onnx_model, used = export_module(DeformGraph(model.deform), (tokens, queries), tuple(DEFORM_INPUTS), OFFSET_NAMES,
                                {"tokens": {0: "B"}, "queries": {0: "N"}}, opset)
     k3 = 3 * (model.cfg.sh_degree + 1) ** 2
     check_io(onnx_model, {"tokens": ["B", 4, 64], "queries": ["N", 64]},
@@ -104,7 +100,7 @@ def export_audio(model, opset: int = 18):
     dim = int(model.cfg.audio_dim)
     bsz = _EXAMPLE_B if dim != _EXAMPLE_B else _EXAMPLE_B + 2  # B must not be tied to a static dim
     window = torch.randn(bsz, 15, 2, dim, generator=torch.Generator().manual_seed(1))
-    onnx_model, used = export_module(AudioGraph(model.audio), (window,), AUDIO_INPUTS, AUDIO_OUTPUTS,
+    onnx_model, used = export_module(AudioGraph(model.audio), (window,), tuple(AUDIO_INPUTS), AUDIO_OUTPUTS,
                                {"audio_window": {0: "B"}}, opset)
     check_io(onnx_model, {"audio_window": ["B", 15, 2, dim]}, {"audio_token": ["B", 64]}, "audio_encoder.onnx")
     _annotate(onnx_model, "audio_encoder", {"gt.exporter": used, "gt.audio_dim": dim})

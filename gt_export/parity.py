@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gt_runtime.bundle import OFFSET_NAMES
+from gt_runtime.contract import OFFSET_NAMES
 from gt_runtime.engines.base import AUDIO_INPUTS, AUDIO_OUTPUTS, DEFORM_INPUTS, DEFORM_OUTPUTS, Runner
 from gt_runtime.engines.comparator import compare_outputs, psnr, to_numpy
 
@@ -90,13 +90,13 @@ def torch_tokens(model, pf: ParityFrames) -> np.ndarray:
 
 
 def raster_backend() -> str:
-    from gt_runtime.pipeline import cpu_raster_available
+    from gt_runtime.playback.pipeline import cpu_raster_available
 
     return "cpu" if cpu_raster_available() else "reference"
 
 
 def render(bundle, scene, frames, offsets: dict, backend: str) -> np.ndarray:
-    """Canonical Gaussians + offsets [F, N, ...] -> uint8 frames [F, H, W, 3], as gt_runtime.pipeline renders them."""
+    """Canonical Gaussians + offsets [F, N, ...] -> uint8 frames [F, H, W, 3], as gt_runtime.playback.pipeline renders them."""
     from gt_runtime import raster
 
     g = bundle.gaussians
@@ -131,7 +131,7 @@ def run_parity(model, bundle, pf: ParityFrames, deform_runners: dict, audio_runn
               "render_psnr_db" (all frames pooled), "render_psnr_min_db" (worst frame), "gt_psnr_db"}},
               "torch_gt_psnr_db"}
     """
-    from gt_runtime.scene import Scene
+    from gt_runtime.playback.scene import Scene
 
     backend = backend or raster_backend()
     scene = Scene(bundle)

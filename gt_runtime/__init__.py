@@ -14,7 +14,7 @@ from gt_runtime.errors import InputError  # noqa: E402
 
 __all__ = ["Bundle", "InputError", "Player", "Session", "raster", "__version__"]
 
-_LAZY = {"Bundle": "gt_runtime.bundle", "Player": "gt_runtime.player", "Session": "gt_runtime.session"}
+_LAZY = {"Bundle": "gt_runtime.bundle", "Player": "gt_runtime.playback.player", "Session": "gt_runtime.playback.session"}
 
 
 def __getattr__(name):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gt_runtime.progress import progress
+from gt_runtime.util.progress import progress
 from gt_train.data.format import MOUTH, IdentityDataset, load_identity, working_camera
 from gt_train.model.tokens import window_indices
 

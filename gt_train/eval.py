@@ -102,7 +102,7 @@ class BundleRenderer:
     """Frames of a bundle through gt_runtime's FramePipeline (engines + rasterizer of `gt play`)."""
 
     def __init__(self, bundle: Path, data: Path, engine: str = "auto"):
-        from gt_runtime.player import Player
+        from gt_runtime.playback.player import Player
         from gt_train.dataset import TrainData
 
         self.player = Player(bundle, engine=engine, overlap=False)
@@ -115,7 +115,7 @@ class BundleRenderer:
         self.feats = np.asarray(self.data.ds.audio_features, np.float32)
 
     def render(self, t: int, window: np.ndarray | None = None, track: int | None = None) -> np.ndarray:
-        from gt_runtime.deform_ref import audio_windows
+        from gt_runtime.model.reference import audio_windows
 
         pipe = self.player.pipeline
         idx = t if track is None else track
@@ -226,8 +226,8 @@ def evaluate(cfg: EvalConfig) -> dict:
 def _cross(r, cfg: EvalConfig, notes: list) -> dict:
     """Foreign speech -> frames (pose/blink/background ping-pong over the dataset track) -> sync proxy."""
     from gt_runtime.audio import load_audio, mel_features
-    from gt_runtime.deform_ref import audio_windows
-    from gt_runtime.scene import pingpong
+    from gt_runtime.model.reference import audio_windows
+    from gt_runtime.playback.scene import pingpong
 
     pcm, sr = load_audio(cfg.cross)
     feats = r.data.ds.audio_frontend_runner().features(pcm, sr)  # the model's front end (mel or hubert / wav2vec2)

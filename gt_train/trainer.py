@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from gt_runtime import contract
 from gt_runtime.errors import InputError
 from gt_train.checkpoint import checkpoint_dir, checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from gt_train.config import TrainConfig
@@ -87,7 +87,7 @@ class Trainer:
         self.cfg = cfg
         self.callback = callback
         self.run_dir = Path(cfg.out)
-        self.quiet = os.environ.get("GT_QUIET") == "1"
+        self.quiet = contract.QUIET.on()
         self.device = resolve_device(cfg.device)
         ck = self._check_resume()
         seed_everything(cfg.seed)

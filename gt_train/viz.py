@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from gt_runtime.errors import InputError
 
 TOKENS = ("audio", "eye", "view", "null")
@@ -213,14 +214,14 @@ def _val_video(model, tcfg, data, path: Path) -> Path:
     import torch
 
     from gt_runtime.audio import load_audio
-    from gt_runtime.video import Mp4Writer
+    from gt_runtime.playback.video import Mp4Writer
     from gt_train.render import render
 
     val = [int(v) for v in data.val_idx]
     pcm, _ = load_audio(data.ds.audio_path)
     W, H = data.width, data.height
-    with Mp4Writer(path, 2 * W, H, fps=25, sample_rate=16000) as wr:
-        wr.write_audio(pcm[val[0] * 640:(val[-1] + 1) * 640])
+    with Mp4Writer(path, 2 * W, H, fps=FPS, sample_rate=SAMPLE_RATE) as wr:
+        wr.write_audio(pcm[val[0] * SAMPLES_PER_FRAME:(val[-1] + 1) * SAMPLES_PER_FRAME])
         for t in val:
             f = data.frame(t)
             with torch.no_grad():

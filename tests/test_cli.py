@@ -23,7 +23,7 @@ def test_help_does_not_import_torch():
 
 
 def test_import_gt_runtime_is_torch_free():
-    code = "import sys, gt_runtime, gt_runtime.audio, gt_runtime.video, gt_runtime.raster; assert 'torch' not in sys.modules"
+    code = "import sys, gt_runtime, gt_runtime.audio, gt_runtime.playback.video, gt_runtime.raster; assert 'torch' not in sys.modules"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
@@ -50,7 +50,7 @@ def test_unknown_command_exit_2():
 def test_sample_preview_writes_mp4_and_sheet(tiny_identity, tmp_path):
     from PIL import Image
 
-    from gt_runtime.video import probe_durations
+    from gt_runtime.playback.video import probe_durations
 
     r = _run("sample", "preview", str(tiny_identity), "-o", str(tmp_path / "demo.mp4"), "--sheet", str(tmp_path / "sheet.png"))
     assert r.returncode == 0, r.stderr

@@ -25,15 +25,14 @@ import numpy as np
 
 from gt_runtime.audio.blocks import BlockSpec, BlockStream, block_features
 from gt_runtime.audio.mel import LOOKAHEAD_SAMPLES, N_MELS, MelStream, mel_features
+from gt_runtime.contract import AUDIO_FRONTEND_ONNX, SAMPLE_RATE, FRONTEND_INPUT, FRONTEND_OUTPUT, FRONTENDS, MODEL_FRONTENDS, ROWS_PER_FRAME
 from gt_runtime.errors import InputError
 
-FRONTENDS = ("mel", "hubert", "wav2vec2")
-MODEL_FRONTENDS = ("hubert", "wav2vec2")
-ONNX_NAME = "audio_frontend.onnx"      # in a dataset directory and in a bundle
+ONNX_NAME = AUDIO_FRONTEND_ONNX        # in a dataset directory and in a bundle
 META_NAME = "audio_frontend.json"      # in a dataset directory
 META_FORMAT = "gt-audio-frontend"
-ONNX_INPUT, ONNX_OUTPUT = "audio", "features"
-MEL_META = {"format": META_FORMAT, "version": 1, "name": "mel", "dim": N_MELS, "rows_per_frame": 2, "rate_hz": 50}
+ONNX_INPUT, ONNX_OUTPUT = FRONTEND_INPUT, FRONTEND_OUTPUT
+MEL_META = {"format": META_FORMAT, "version": 1, "name": "mel", "dim": N_MELS, "rows_per_frame": ROWS_PER_FRAME, "rate_hz": 50}
 
 
 def check_meta(meta: dict | None, where: str, fix: str) -> dict:
@@ -74,7 +73,7 @@ class MelFrontend:
     def stream(self) -> MelStream:
         return MelStream()
 
-    def features(self, pcm: np.ndarray, sample_rate: int = 16000, num_frames: int | None = None) -> np.ndarray:
+    def features(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE, num_frames: int | None = None) -> np.ndarray:
         """pcm [S] float32 at 16 kHz -> [T, 2, 80]."""
         return mel_features(pcm, sample_rate, num_frames)
 
@@ -139,9 +138,9 @@ class BlockFrontend:
     def stream(self) -> BlockStream:
         return BlockStream(self.spec, self.run_block, self.dim)
 
-    def features(self, pcm: np.ndarray, sample_rate: int = 16000, num_frames: int | None = None) -> np.ndarray:
+    def features(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE, num_frames: int | None = None) -> np.ndarray:
         """pcm [S] float32 at 16 kHz -> [T, 2, D] (T = num_frames or ceil(S / 640); end zero-padded, then cut)."""
-        if sample_rate != 16000:
+        if sample_rate != SAMPLE_RATE:
             raise ValueError(f"{self.name} front end: sample_rate {sample_rate} | expected 16000; resample first (gt_runtime.audio.resample)")
         return block_features(pcm, self.spec, self.run_block, self.dim, num_frames)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.contract import SAMPLE_RATE
 from gt_runtime.errors import InputError
 
-SAMPLE_RATE = 16000
 # Peak below this (about -80 dBFS) is digital silence: nothing would move the mouth.
 SILENCE_PEAK = 1e-4
 _FIX = "re-encode it, e.g.: ffmpeg -i IN -ac 1 -ar 16000 out.wav"

@@ -20,15 +20,12 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16000
-FPS = 25
+from gt_runtime.contract import FPS, N_MELS, ROWS_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME
+
 WIN = 400  # 25 ms
 HOP = 160  # 10 ms
 N_FFT = 512
-N_MELS = 80
-ROWS_PER_FRAME = 2
 HOPS_PER_FRAME = SAMPLE_RATE // FPS // HOP  # 4
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 # A window centred on hop j starts (WIN - HOP) / 2 samples before the hop.
 PAD_LEFT = (WIN - HOP) // 2  # 120
 # Samples past the end of video frame t that frame t needs: its last window's tail.

@@ -1,4 +1,4 @@
-"""The `array` engine: the deformation network and audio encoder of `gt_runtime.deform_ref`.
+"""The `array` engine: the deformation network and audio encoder of `gt_runtime.model.reference`.
 
 With numpy it runs on the CPU (float32, the algebraic savings); with CuPy it runs on
 the GPU (cuBLAS) for machines that have neither TensorRT nor ONNX Runtime's CUDA
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gt_runtime import deform_ref
+from gt_runtime.model import reference
 from gt_runtime.engines.base import AUDIO_INPUTS, AUDIO_OUTPUTS, DEFORM_INPUTS, DEFORM_OUTPUTS, Runner
 
 
@@ -40,10 +40,10 @@ class ArrayDeformRunner(Runner):
     def activate_impl(self):
         self.xp = get_xp(self.device)
         if self.device == "cpu" and self.threads:
-            from gt_runtime.engines.threads import set_blas_threads
+            from gt_runtime.util.cpu import set_blas_threads
 
             set_blas_threads(self.threads)
-        self.net = deform_ref.DeformNet(self._weights, self._queries, self.num_layers, self.sh_degree, self.xp)
+        self.net = reference.DeformNet(self._weights, self._queries, self.num_layers, self.sh_degree, self.xp)
         self._w = None  # the plain path's weights, made on first use (on a GPU a second copy of the network)
 
     def _plain_weights(self):
@@ -59,10 +59,10 @@ class ArrayDeformRunner(Runner):
             q = xp.asarray(feed["queries"])
             if self.fast and q.shape == self.net.queries.shape and bool((q == self.net.queries).all()):
                 return self.net(tokens)
-            return deform_ref.deform_plain(tokens, q, self._plain_weights(), self.num_layers, self.sh_degree, xp)
+            return reference.deform_plain(tokens, q, self._plain_weights(), self.num_layers, self.sh_degree, xp)
         if self.fast:
             return self.net(tokens)
-        return deform_ref.deform_plain(tokens, self.net.queries, self._plain_weights(), self.num_layers, self.sh_degree, xp)
+        return reference.deform_plain(tokens, self.net.queries, self._plain_weights(), self.num_layers, self.sh_degree, xp)
 
     def synchronize(self):
         if self.device != "cpu":
@@ -83,7 +83,7 @@ class ArrayAudioRunner(Runner):
 
     def activate_impl(self):
         self.xp = get_xp(self.device)
-        self.enc = deform_ref.TokenEncoder(self._weights, self.xp)
+        self.enc = reference.TokenEncoder(self._weights, self.xp)
 
     def infer_impl(self, feed):
         return {"audio_token": self.enc.audio(self.xp.asarray(feed["audio_window"]))}

@@ -22,12 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gt_runtime.bundle import OFFSET_NAMES
-
-DEFORM_INPUTS = {"tokens": 3, "queries": 2}          # name -> rank
-AUDIO_INPUTS = {"audio_window": 4}
-DEFORM_OUTPUTS = OFFSET_NAMES
-AUDIO_OUTPUTS = ("audio_token",)
+from gt_runtime.contract import AUDIO_INPUTS, AUDIO_OUTPUTS, DEFORM_INPUTS, DEFORM_OUTPUTS  # noqa: F401 (re-exported)
 
 
 def is_float32(a) -> bool:

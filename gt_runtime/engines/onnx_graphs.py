@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from gt_runtime.bundle import HEAD_NAMES, HEADS, HIDDEN, NUM_TOKENS, OFFSET_NAMES, head_dims
+from gt_runtime.contract import ONNX_OPSET, HEAD_NAMES, HEADS, HIDDEN, NUM_TOKENS, OFFSET_NAMES, head_dims
 from gt_runtime.errors import require
 
-OPSET = 18
+OPSET = ONNX_OPSET
 
 
 class _G:

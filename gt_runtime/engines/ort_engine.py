@@ -199,7 +199,7 @@ def deform_runner(bundle, precision: str = "fp32", device: str = "cpu", graph: s
 
 
 def audio_runner(bundle, device: str = "cpu", threads: int | None = None) -> OrtRunner:
-    from gt_runtime.bundle import AUDIO_ONNX
+    from gt_runtime.contract import AUDIO_ONNX
 
     # A tiny graph: one thread, so that its pool never competes with the deform engine's.
     runner = OrtRunner(bundle.file(AUDIO_ONNX), f"onnxruntime-audio-{device}", AUDIO_INPUTS, AUDIO_OUTPUTS,

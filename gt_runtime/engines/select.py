@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from gt_runtime.bundle import AUDIO_ONNX
+from gt_runtime.contract import AUDIO_ONNX
 from gt_runtime.engines.base import EngineSet
 from gt_runtime.errors import InputError
 

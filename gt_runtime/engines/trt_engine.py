@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 
-from gt_runtime.bundle import ONNX_FILES, sha256_file
+from gt_runtime.bundle import sha256_file
+from gt_runtime.contract import DEFORM_ONNX
 from gt_runtime.engines.base import DEFORM_INPUTS, DEFORM_OUTPUTS, Runner
 from gt_runtime.errors import InputError, require
 
@@ -152,7 +153,7 @@ def ensure_plan(bundle, precision: str = "fp16", max_batch: int = DEFAULT_MAX_BA
     key = key or device_key(precision)
     d = engines_dir(bundle)
     plan = d / f"{key_name(key)}.plan"
-    onnx_sha = bundle.manifest["files"][ONNX_FILES[precision]]
+    onnx_sha = bundle.manifest["files"][DEFORM_ONNX[precision]]
     if plan.is_file():
         meta = check_plan(plan, key, onnx_sha)
         if not meta["stale"] and meta.get("profile", {}).get("batch", [0, 0, 0])[2] >= max_batch:

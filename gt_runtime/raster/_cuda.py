@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.contract import TILE
 from gt_runtime.errors import MissingDependencyError
 
 # Kernel entry points in raster_cuda.cu (tests check that the PTX defines every one).
@@ -35,7 +36,6 @@ KERNEL_NAMES = (
     "gt_raster_blend",
 )
 CUDA_SOURCE = "raster_cuda.cu"
-TILE = 16  # GT_TILE in gt_raster_math.h
 _THREADS = 256  # 1-D kernels' block size
 _SH_DEGREE_OF_K = {1: 0, 4: 1, 9: 2, 16: 3}
 

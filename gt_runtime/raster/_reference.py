@@ -19,12 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TILE = 16
-NEAR, FAR = 0.01, 1e10
-EPS2D = 0.3
-MAX_ALPHA = 0.99
-ALPHA_THRESHOLD = 1.0 / 255.0
-T_THRESHOLD = 1e-4
+from gt_runtime.contract import ALPHA_THRESHOLD, EPS2D, FAR, MAX_ALPHA, NEAR, T_THRESHOLD, TILE  # noqa: F401 (re-exported)
 
 _f = np.float32
 

@@ -31,11 +31,11 @@ import numpy as np
 
 from gt_runtime.audio import load_audio, mel_features
 from gt_runtime.audio.frontend import MEL_META, for_dataset, read_dataset_meta
+from gt_runtime.contract import FPS, SAMPLE_RATE
 from gt_runtime.errors import InputError
 
 FORMAT = "gt-identity"
 VERSION = 1
-FPS = 25
 N_LANDMARKS = 68
 FEATURE_ROWS = 2  # audio feature rows per video frame (50 Hz)
 # iBUG-68 index ranges used by losses and metrics.
@@ -305,11 +305,11 @@ def _check_audio(path: Path, T: int) -> None:
         info = sf.info(str(path))
     except Exception as exc:
         raise _fail(path, f"not a readable wav ({str(exc).splitlines()[0]})") from None
-    if info.samplerate != 16000 or info.channels != 1:
+    if info.samplerate != SAMPLE_RATE or info.channels != 1:
         raise _fail(path, f"{info.samplerate} Hz, {info.channels} channel(s) | expected 16 kHz mono")
-    frames_covered = info.frames * FPS / 16000
+    frames_covered = info.frames * FPS / SAMPLE_RATE
     if abs(frames_covered - T) > 1:
-        raise _fail(path, f"{info.frames / 16000:.3f} s of audio for {T} frames | expected {T / FPS:.3f} s (+-1 frame)")
+        raise _fail(path, f"{info.frames / SAMPLE_RATE:.3f} s of audio for {T} frames | expected {T / FPS:.3f} s (+-1 frame)")
 
 
 def _load_split(path: Path, T: int) -> tuple[np.ndarray, np.ndarray]:

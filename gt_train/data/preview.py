@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gt_runtime.progress import progress
-from gt_runtime.video import contact_sheet
+from gt_runtime.util.progress import progress
+from gt_runtime.playback.video import contact_sheet
 from gt_train.data.format import load_identity
 
 
@@ -34,7 +34,7 @@ def write_preview(cfg: PreviewConfig) -> tuple[Path, Path]:
     from PIL import Image
 
     from gt_runtime.audio import load_audio
-    from gt_runtime.video import Mp4Writer
+    from gt_runtime.playback.video import Mp4Writer
 
     ds = load_identity(cfg.dataset)
     pcm, sr = load_audio(ds.audio_path, allow_silent=True)

@@ -257,7 +257,7 @@ def write_audio_features(out_dir: Path, pcm: np.ndarray, num_frames: int, cfg: A
         step = 16000 * 4
         chunks = range(0, pcm.size, step)
         if progress:
-            from gt_runtime.progress import progress as bar
+            from gt_runtime.util.progress import progress as bar
 
             chunks = bar(chunks, f"audio features ({meta['name']})", total=len(chunks), unit="4 s")
         for i in chunks:

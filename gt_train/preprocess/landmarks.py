@@ -18,11 +18,11 @@ inside an installed package: nothing is downloaded.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.contract import DLIB_SHAPE_PREDICTOR
 from gt_runtime.errors import InputError, require
 
 # MediaPipe FaceMesh (468/478) -> iBUG-68: each iBUG point is one MediaPipe vertex or the
@@ -83,7 +83,7 @@ SHAPE_PREDICTOR_PATHS = (
 
 
 def find_shape_predictor() -> Path:
-    env = os.environ.get("GT_DLIB_SHAPE_PREDICTOR")
+    env = DLIB_SHAPE_PREDICTOR.get()
     for p in ([env] if env else []) + list(SHAPE_PREDICTOR_PATHS):
         if p and Path(p).is_file():
             return Path(p)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from gt_runtime.errors import InputError, require
-from gt_runtime.staging import commit_dir, require_empty_dir, staging_dir
+from gt_runtime.util.staging import commit_dir, require_empty_dir, staging_dir
 from gt_train.preprocess.config import PreprocessConfig
 
 DETECT_STRIDE = 5  # pass 1 looks at every 5th frame
@@ -44,7 +44,7 @@ def _warn(msg: str) -> None:
 def _steps(items, desc: str, total: int | None, show: bool, unit: str = "frame"):
     if not show:
         return items
-    from gt_runtime.progress import progress
+    from gt_runtime.util.progress import progress
 
     return progress(items, desc, total=total, unit=unit)
 
@@ -293,7 +293,7 @@ def preprocess(cfg: PreprocessConfig) -> Path:
         # -- pass 3: torso images and the preview ---------------------------------------------
         writer = None
         if cfg.preview:
-            from gt_runtime.video import Mp4Writer
+            from gt_runtime.playback.video import Mp4Writer
 
             writer = Mp4Writer(tmp / "preview.mp4", size, size, fps, 16000)
             writer.write_audio(pcm)

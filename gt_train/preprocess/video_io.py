@@ -14,9 +14,9 @@ from typing import Iterator
 
 import numpy as np
 
+from gt_runtime.contract import SAMPLE_RATE
 from gt_runtime.errors import InputError
 
-SAMPLE_RATE = 16000
 
 
 @dataclass

@@ -1,6 +1,6 @@
 /*
  * gt_host.c -> libgt_host.so: the C ABI of gt_host.h, by embedding CPython and driving
- * gt_runtime.session.Session (DESIGN.md section 8).
+ * gt_runtime.playback.session.Session (DESIGN.md section 8).
  *
  * Layout
  *  - Handles: a table of slots {session, generation}; a handle encodes (generation, slot)
@@ -224,10 +224,10 @@ static const char HELPER_SRC[] =
     "        sys.path.insert(0, p)\n"
     "\n"
     "def check_imports():\n"
-    "    import numpy, gt_runtime.player  # noqa: F401\n"
+    "    import numpy, gt_runtime.playback.player  # noqa: F401\n"
     "\n"
     "def open_session(bundle, engine, raster, threads, batch):\n"
-    "    from gt_runtime.player import Player\n"
+    "    from gt_runtime.playback.player import Player\n"
     "    key = (os.path.realpath(bundle), engine, raster, threads, batch)\n"
     "    with _players_lock:\n"
     "        ent = _players.get(key)\n"

@@ -1,7 +1,7 @@
 """A numpy stand-in for the `cupy` and `cupyx` modules: the runtime's GPU path on a machine with no GPU.
 
 It stands for CuPy on one CUDA device (id 0), with only what the GPU path of gt_runtime touches
-(pipeline.py, player.py, session.py, engines/select.py, engines/array_engine.py, engines/trt_engine.py, deform_ref.py,
+(pipeline.py, player.py, session.py, engines/select.py, engines/array_engine.py, engines/trt_engine.py, reference.py,
 raster/_cuda.py, profile.py's CUDA-event clock). An attribute that is not listed here raises
 AttributeError: new GPU code that needs more of CuPy must add it here, explicitly.
 

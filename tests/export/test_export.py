@@ -154,7 +154,7 @@ def _identity_of(exported):
 
 def _torch_offsets(model, ds, b, t):
     """Torch offsets of dataset frames t (the val frames' real tokens) -> (windows, offsets dict)."""
-    from gt_runtime.deform_ref import audio_windows
+    from gt_runtime.model.reference import audio_windows
 
     win = audio_windows(ds.audio_features, t)
     with torch.no_grad():
@@ -167,7 +167,7 @@ def test_offsets_are_not_trivial(exported):
     """The test model must deform visibly, or the parity numbers would prove nothing."""
     from gt_export.parity import raster_backend, render
     from gt_runtime.engines.comparator import psnr
-    from gt_runtime.scene import Scene
+    from gt_runtime.playback.scene import Scene
     from gt_train.data.format import load_identity
 
     _, model, out = exported
@@ -183,8 +183,8 @@ def test_player_render_equals_torch(exported):
     """Bundle -> Player (its default CPU engine) renders the val frames as torch does (PSNR >= 45 dB)."""
     from gt_export.parity import raster_backend, render
     from gt_runtime.engines.comparator import psnr
-    from gt_runtime.player import Player
-    from gt_runtime.scene import Scene
+    from gt_runtime.playback.player import Player
+    from gt_runtime.playback.scene import Scene
     from gt_train.data.format import load_identity
 
     _, model, out = exported

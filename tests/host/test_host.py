@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gt_runtime.player import Player
-from gt_runtime.testing import make_random_bundle
+from gt_runtime.playback.player import Player
+from gt_runtime.bundle.synthetic import make_random_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "host"

@@ -8,7 +8,7 @@ import pytest
 
 from gt_runtime.audio import BlockSpec, BlockStream, block_features
 from gt_runtime.errors import InputError
-from gt_runtime.testing import stream_in_chunks
+from gt_runtime.bundle.synthetic import stream_in_chunks
 
 
 def _pcm(seconds, seed=0):
@@ -108,7 +108,7 @@ SPEC = BlockSpec(block_rows=4, left_rows=3, right_rows=2)
 def hubert_bundle(tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from gt_runtime.testing import make_random_bundle
+    from gt_runtime.bundle.synthetic import make_random_bundle
 
     return make_random_bundle(tmp_path_factory.mktemp("hb") / "h.gtb", n_gaussians=200, sh_degree=1, num_layers=1,
                               width=24, height=24, n_track_frames=5, seed=3, onnx=False,

@@ -8,7 +8,7 @@ import pytest
 from gt_runtime.bundle import Bundle, sha256_file, update_manifest, weight_shapes
 from gt_runtime.engines.trt_engine import check_plan, key_name
 from gt_runtime.errors import InputError
-from gt_runtime.testing import make_random_bundle, random_gaussians, random_weights
+from gt_runtime.bundle.synthetic import make_random_bundle, random_gaussians, random_weights
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,7 @@ def test_engine_truncated_plan(tmp_path):
 def test_relative_bundle_path_round_trip(tmp_path, monkeypatch):
     """A bundle written and opened through a relative path (as `gt export -o out/x.gtb` does)."""
     from gt_runtime.bundle import Bundle
-    from gt_runtime.testing import make_random_bundle
+    from gt_runtime.bundle.synthetic import make_random_bundle
 
     monkeypatch.chdir(tmp_path)
     make_random_bundle("rel/x.gtb", n_gaussians=20, sh_degree=0, num_layers=1, width=16, height=16, n_track_frames=2)

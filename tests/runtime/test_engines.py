@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from gt_runtime import deform_ref
+from gt_runtime.model import reference
 from gt_runtime.bundle import Bundle
 from gt_runtime.engines import compare_runners, psnr, resolve_engine_name, select_engine
 from gt_runtime.engines.array_engine import ArrayAudioRunner, ArrayDeformRunner
 from gt_runtime.errors import InputError
-from gt_runtime.testing import make_random_bundle
+from gt_runtime.bundle.synthetic import make_random_bundle
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -72,7 +72,7 @@ def test_int8_close(bundle):
 
 def test_fp16_render_psnr(bundle):
     """Mixed-precision deform graph (LayerNorm/Softmax/Add FP32): render PSNR >= 40 dB vs FP32."""
-    from gt_runtime.player import Player
+    from gt_runtime.playback.player import Player
 
     pcm = (np.sin(np.arange(16000) / 16000 * 2 * np.pi * 200) * 0.3).astype(np.float32)
     a = list(Player(bundle, engine="onnxruntime-fp32", raster="auto").play(pcm))[:6]
@@ -118,16 +118,16 @@ def test_select_without_int8(tmp_path):
 
 
 def test_token_encodings():
-    enc = deform_ref.eye_encoding(np.array([0.25], np.float32))[0]
+    enc = reference.eye_encoding(np.array([0.25], np.float32))[0]
     expect = [0.25] + [f(2 ** k * np.pi * 0.25) for k in range(4) for f in (np.sin, np.cos)]
     np.testing.assert_allclose(enc, expect, atol=1e-6)
     c2w = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
-    np.testing.assert_array_equal(deform_ref.view_encoding(c2w)[0], [0, 1, 2, 4, 5, 6, 8, 9, 10, 3, 7, 11])
+    np.testing.assert_array_equal(reference.view_encoding(c2w)[0], [0, 1, 2, 4, 5, 6, 8, 9, 10, 3, 7, 11])
 
 
 def test_audio_windows_clamped():
     feats = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((1, 2, 80), np.float32)
-    w = deform_ref.audio_windows(feats, np.array([0, 9]), total=10)
+    w = reference.audio_windows(feats, np.array([0, 9]), total=10)
     assert w.shape == (2, 15, 2, 80)
     np.testing.assert_array_equal(w[0, :, 0, 0], [0] * 9 + [1, 2, 3, 4, 5, 6])
     np.testing.assert_array_equal(w[1, :, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9] + [9] * 6)
@@ -158,8 +158,8 @@ def test_array_cupy_matches_numpy(bundle):
 @pytest.mark.gpu
 def test_cuda_raster_matches_cpu_whole_frame(bundle):
     _cupy()
-    from gt_runtime.player import Player
-    from gt_runtime.pipeline import cpu_raster_available
+    from gt_runtime.playback.player import Player
+    from gt_runtime.playback.pipeline import cpu_raster_available
 
     pcm = (np.sin(np.arange(8000) / 16000 * 2 * np.pi * 200) * 0.3).astype(np.float32)
     ref = np.stack(list(Player(bundle, engine="array", raster="cpu" if cpu_raster_available() else "reference").play(pcm)))
@@ -201,7 +201,7 @@ def test_onnxruntime_chunked_and_other_queries(bundle):
     plain.chunk_rows = 300
     for cmp in compare_runners([_array(bundle, fast=False), fast, plain], feeds, atol=1e-4):
         assert cmp.passed, str(cmp)
-    small = deform_ref.DeformNet(bundle.weights, q, 2, 3, chunk=128)
-    ref = deform_ref.deform_plain(feeds[1]["tokens"], q, bundle.weights, 2, 3)
+    small = reference.DeformNet(bundle.weights, q, 2, 3, chunk=128)
+    ref = reference.deform_plain(feeds[1]["tokens"], q, bundle.weights, 2, 3)
     out = small(feeds[1]["tokens"])
     assert max(float(np.abs(out[k] - ref[k]).max()) for k in ref) <= 1e-5

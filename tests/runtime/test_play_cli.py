@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gt_runtime.testing import make_random_bundle
-from gt_runtime.video import probe_durations
+from gt_runtime.bundle.synthetic import make_random_bundle
+from gt_runtime.playback.video import probe_durations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

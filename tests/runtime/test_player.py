@@ -10,11 +10,11 @@ import soundfile as sf
 from gt_runtime.audio import num_video_frames
 from gt_runtime.bundle import Bundle
 from gt_runtime.errors import InputError
-from gt_runtime.play import PlayConfig, play
-from gt_runtime.player import Player
-from gt_runtime.scene import Scene, pingpong
-from gt_runtime.testing import make_random_bundle
-from gt_runtime.video import probe_durations
+from gt_runtime.apps.play import PlayConfig, play
+from gt_runtime.playback.player import Player
+from gt_runtime.playback.scene import Scene, pingpong
+from gt_runtime.bundle.synthetic import make_random_bundle
+from gt_runtime.playback.video import probe_durations
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_no_torch_after_full_cpu_play(bundle_path, tmp_path):
     sf.write(wav, tone(0.6), 16000)
     code = (
         "import sys, os\n"
-        "from gt_runtime.play import PlayConfig, play\n"
+        "from gt_runtime.apps.play import PlayConfig, play\n"
         f"r = play(PlayConfig(speech={str(wav)!r}, bundle={str(bundle_path)!r}, out={str(tmp_path / 'x.mp4')!r}, quiet=True))\n"
         "assert r.frames == 15\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'gt_train', 'gt_export')]\n"

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gt_runtime.pipeline import cpu_raster_available
-from gt_runtime.player import Player
-from gt_runtime.testing import make_random_bundle, stream_in_chunks
+from gt_runtime.playback.pipeline import cpu_raster_available
+from gt_runtime.playback.player import Player
+from gt_runtime.bundle.synthetic import make_random_bundle, stream_in_chunks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cuda_emu import fake_cupy  # noqa: E402
@@ -173,7 +173,7 @@ def test_gt_play_auto_on_the_gpu(gpu, bundle, tmp_path):
     import soundfile as sf
     from PIL import Image
 
-    from gt_runtime.play import PlayConfig, play
+    from gt_runtime.apps.play import PlayConfig, play
 
     wav = tmp_path / "s.wav"
     sf.write(wav, SHORT[: 5 * 640], 16000, subtype="FLOAT")
@@ -196,7 +196,7 @@ def test_default_bundle_two_frames(gpu):
 
 
 def test_profile_uses_cuda_events(gpu, bundle):
-    from gt_runtime.profile import ProfileConfig, profile
+    from gt_runtime.apps.profile import ProfileConfig, profile
 
     rep = profile(ProfileConfig(bundle=bundle, engine="array-cupy", raster="cuda", batch=(2,), frames=2, warmup=0,
                                 encode="none", overlapped=False, quiet=True))  # fmt: skip

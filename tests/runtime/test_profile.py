@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from gt_runtime.testing import make_random_bundle
+    from gt_runtime.bundle.synthetic import make_random_bundle
 
     return make_random_bundle(tmp_path_factory.mktemp("prof") / "tiny.gtb", n_gaussians=500, width=48, height=48,
                               n_track_frames=6)
@@ -22,7 +22,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(bundle, tmp_path_factory):
-    from gt_runtime.profile import ProfileConfig, profile
+    from gt_runtime.apps.profile import ProfileConfig, profile
 
     d = tmp_path_factory.mktemp("prof-out")
     r = profile(ProfileConfig(bundle=bundle, batch=(1, 4), frames=8, warmup=2, json=d / "p.json", png=d / "p.png",
@@ -31,7 +31,7 @@ def report(bundle, tmp_path_factory):
 
 
 def test_json_schema(report):
-    from gt_runtime.profile import SCHEMA, STAGES
+    from gt_runtime.apps.profile import SCHEMA, STAGES
 
     r, d = report
     saved = json.loads((d / "p.json").read_text())

@@ -5,8 +5,8 @@ import soundfile as sf
 
 from gt_runtime.audio import LOOKAHEAD_SAMPLES, load_audio
 from gt_runtime.errors import InputError
-from gt_runtime.player import Player
-from gt_runtime.testing import make_random_bundle, stream_in_chunks
+from gt_runtime.playback.player import Player
+from gt_runtime.bundle.synthetic import make_random_bundle, stream_in_chunks
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_rejected_rate_leaves_session_usable(tmp_path):
 
     from gt_runtime import Player
     from gt_runtime.errors import InputError
-    from gt_runtime.testing import make_random_bundle
+    from gt_runtime.bundle.synthetic import make_random_bundle
 
     b = make_random_bundle(tmp_path / "b.gtb", n_gaussians=50, sh_degree=0, num_layers=1, width=16, height=16,
                            n_track_frames=4, seed=0, onnx=False)

@@ -25,8 +25,8 @@ from gt_runtime.bundle import Bundle  # noqa: E402
 from gt_runtime.engines.array_engine import ArrayDeformRunner  # noqa: E402
 from gt_runtime.engines.comparator import compare_runners  # noqa: E402
 from gt_runtime.errors import InputError  # noqa: E402
-from gt_runtime.player import Player  # noqa: E402
-from gt_runtime.testing import make_random_bundle  # noqa: E402
+from gt_runtime.playback.player import Player  # noqa: E402
+from gt_runtime.bundle.synthetic import make_random_bundle  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cuda_emu import fake_cupy, fake_tensorrt  # noqa: E402

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from gt_runtime.video import Mp4Writer, probe_durations
+from gt_runtime.playback.video import Mp4Writer, probe_durations
 
 
 @pytest.mark.parametrize("w,h", [(64, 48), (65, 47)])

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from gt_runtime.testing import stream_in_chunks
+from gt_runtime.bundle.synthetic import stream_in_chunks
 
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -76,7 +76,7 @@ def test_bundle_carries_the_front_end(chain):
 
 def test_play_whole_file_and_streaming(chain, tmp_path):
     from gt_runtime import Player
-    from gt_runtime.play import PlayConfig, play
+    from gt_runtime.apps.play import PlayConfig, play
 
     _, _, bundle, _ = chain
     p = Player(bundle, engine="onnxruntime", raster="cpu")

@@ -108,7 +108,7 @@ def test_eval_run_dir(run, synth, tmp_path):
 
 
 def test_eval_bundle_through_the_player(synth, tmp_path):
-    from gt_runtime.testing import make_random_bundle
+    from gt_runtime.bundle.synthetic import make_random_bundle
 
     T = len(list((Path(synth) / "frames").iterdir()))
     b = make_random_bundle(tmp_path / "r.gtb", n_gaussians=400, width=64, height=64, n_track_frames=T, onnx=False)

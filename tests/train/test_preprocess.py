@@ -32,7 +32,7 @@ def _video_from(src: Path, dst: Path, frames: slice = slice(None), audio: bool =
     from PIL import Image
 
     from gt_runtime.audio import load_audio
-    from gt_runtime.video import Mp4Writer
+    from gt_runtime.playback.video import Mp4Writer
 
     files = sorted((src / "frames").glob("*.jpg"))[frames]
     bg = np.asarray(Image.open(src / "background.jpg").convert("RGB"))

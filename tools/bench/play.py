@@ -3,7 +3,7 @@
     python tools/bench/play.py                       # 256^2 and 512^2, 10k/20k/50k Gaussians
     python tools/bench/play.py --sizes 512 --gaussians 20000 --engines onnxruntime-int8 array --seconds 6
 
-Random bundles (gt_runtime.testing, L = 2, SH degree 3) are cached under --cache. Prints a
+Random bundles (gt_runtime.bundle.synthetic, L = 2, SH degree 3) are cached under --cache. Prints a
 markdown table (and appends it to --out if given). Extra columns come from BASELINES:
 name -> fn(bundle_path, n_frames) -> ms per frame of the deformation network, e.g. the
 eager torch model of gt_train on the same weights (added by the lead; this script never
@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gt_runtime.audio import write_wav  # noqa: E402
-from gt_runtime.play import PlayConfig, play  # noqa: E402
-from gt_runtime.testing import make_random_bundle  # noqa: E402
+from gt_runtime.apps.play import PlayConfig, play  # noqa: E402
+from gt_runtime.bundle.synthetic import make_random_bundle  # noqa: E402
 
 # name -> callable(bundle_path: Path, n_frames: int) -> deform ms per frame. Register more with BASELINES[name] = fn.
 BASELINES: dict = {}
@@ -62,12 +62,12 @@ def cpu_time_one(bundle: Path, engine: str, frames: int = 20) -> dict:
     """Per-stage CPU time of one core (thread_time; robust to other load on the machine) -> ms per frame.
 
     Deform (+ audio encoder) and raster each run single-threaded; with the overlap of
-    gt_runtime.pipeline on 2 cores the frame rate is bounded by the slower stage.
+    gt_runtime.playback.pipeline on 2 cores the frame rate is bounded by the slower stage.
     """
     from gt_runtime.bundle import Bundle
     from gt_runtime.engines.select import select_engine
-    from gt_runtime.engines.threads import set_omp_threads
-    from gt_runtime.pipeline import FramePipeline
+    from gt_runtime.util.cpu import set_omp_threads
+    from gt_runtime.playback.pipeline import FramePipeline
     from gt_runtime.raster import _cpu
 
     b = Bundle.open(bundle)
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
                     row.append(f"{fn(b, r['frames']):.1f}")
                 rows.append(row)
                 print(" | ".join(row), file=sys.stderr, flush=True)
-    from gt_runtime.pipeline import cpu_name
+    from gt_runtime.playback.pipeline import cpu_name
 
     head = (f"gt play on CPU ({'one-core CPU time per stage' if a.cpu_time else 'wall time'}), {cpu_name()}, "
             f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, {a.seconds:g} s speech, "

@@ -19,7 +19,7 @@ Timing: every stage runs on ONE thread (engine, BLAS, OpenMP rasterizer and torc
 and is measured as the CPU time of that thread (`time.thread_time`), median of the repetitions
 after a warm-up. On a shared, loaded machine this is stable where wall time is not. "est. FPS
 (2 cores)" is 1000 / max(deform, raster): the pipeline overlaps the two stages on 2 cores.
-Random but valid bundles (gt_runtime.testing, SH degree 3) are cached under --cache.
+Random but valid bundles (gt_runtime.bundle.synthetic, SH degree 3) are cached under --cache.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ SECTIONS = ("deform", "layers", "frame", "scaling")
 def one_thread() -> None:
     import torch
 
-    from gt_runtime.engines.threads import set_blas_threads, set_omp_threads
+    from gt_runtime.util.cpu import set_blas_threads, set_omp_threads
     from gt_runtime.raster import _cpu
 
     torch.set_num_threads(1)
@@ -59,7 +59,7 @@ def one_thread() -> None:
 
 
 def bundle_for(cache: Path, n: int, size: int = 256, layers: int = 2) -> Path:
-    from gt_runtime.testing import make_random_bundle
+    from gt_runtime.bundle.synthetic import make_random_bundle
 
     p = cache / f"suite-n{n}-s{size}-L{layers}.gtb"
     if not (p / "manifest.json").is_file():
@@ -189,7 +189,7 @@ def bench_frame(cache, n, sizes, engines, reps, budget) -> list[dict]:
 
 def time_deform_raster(b, engine: str, win, reps, budget):
     """-> (pipeline, deform ms, raster ms) of track frame 3 on one thread; the caller deactivates pipe.engines."""
-    from gt_runtime.pipeline import FramePipeline
+    from gt_runtime.playback.pipeline import FramePipeline
 
     pipe = FramePipeline(b, engine_set(b, engine), "cpu", overlap=False, raster_threads=1)
     st = pipe.new_state(False)

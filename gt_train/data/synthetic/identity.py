@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.contract import SAMPLE_RATE
 from gt_runtime.errors import InputError
-from gt_runtime.staging import commit_dir, require_empty_dir, staging_dir
+from gt_runtime.util.staging import commit_dir, require_empty_dir, staging_dir
 from gt_train.data.synthetic import _face, _scene
 from gt_train.data.synthetic._raster import rasterize, sample_bilinear
 
 GENERATOR_VERSION = 1
 N_POINTS = 20000
-SAMPLE_RATE = 16000
 # light direction (camera coords, from the surface toward the light): upper left, in front
 _LIGHT = np.array([-0.45, -0.55, -0.70]) / np.linalg.norm([-0.45, -0.55, -0.70])
 
@@ -158,7 +158,7 @@ def make_synthetic_identity(cfg: SyntheticConfig) -> Path:
     from PIL import Image
 
     from gt_runtime.audio import mel_features, write_wav
-    from gt_runtime.progress import progress
+    from gt_runtime.util.progress import progress
     from gt_train.data.format import default_split, write_ply_points
 
     out = _check(cfg)

@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gt_runtime import deform_ref
+from gt_runtime.model import reference
+from gt_runtime.contract import MODEL_STAGES
 from gt_runtime.errors import InputError
 
-STAGES = ("audio_frontend", "audio_encoder", "deform", "raster", "encode")
 RASTER_NAMES = ("auto", "cpu", "cuda", "reference")
 
 
@@ -55,7 +55,7 @@ class Timings:
             self.samples[stage].append(seconds / max(frames, 1))
 
     def model_seconds(self) -> float:
-        return self.total["audio_encoder"] + self.total["deform"] + self.total["raster"]  # background, front end, encode excluded
+        return sum(self.total[s] for s in MODEL_STAGES)  # composite, front end, encode excluded
 
     def model_fps(self) -> float:
         s = self.model_seconds()
@@ -154,14 +154,14 @@ class FramePipeline:
         self.width, self.height = bundle.width, bundle.height
         self.K = bundle.K
         self.sh_degree = bundle.sh_degree
-        from gt_runtime.scene import Scene
+        from gt_runtime.playback.scene import Scene
 
         self.scene = Scene(bundle)
         g = bundle.gaussians
         self.n = bundle.num_gaussians
         self.kb = g["sh"].shape[1]
         self.canon = {k: np.ascontiguousarray(g[k], np.float32) for k in ("means", "quats", "log_scales", "opacity_logits", "sh")}
-        enc = deform_ref.TokenEncoder(bundle.weights, np)
+        enc = reference.TokenEncoder(bundle.weights, np)
         self.eye_tokens = enc.eye(self.scene.blink).astype(np.float32)     # [T_track, 64]
         self.view_tokens = enc.view(self.scene.c2w).astype(np.float32)     # [T_track, 64]
         self.null = np.asarray(bundle.weights["null"], np.float32)
@@ -213,7 +213,7 @@ class FramePipeline:
         # Backgrounds (torso PNG decode + composite) are fetched here, on the overlap worker, not in the raster stage.
         off["_backgrounds"] = [self.scene.background_of_track(int(i)) for i in np.atleast_1d(ti)]
         t3 = time.perf_counter()
-        return off, {"audio_encoder": t1 - t0, "deform": t2 - t1, "background": t3 - t2}
+        return off, {"audio_encoder": t1 - t0, "deform": t2 - t1, "composite": t3 - t2}
 
     # -- stage B: activations + raster ------------------------------------------------------
     def render(self, state: RenderState, frames: np.ndarray, off: dict) -> tuple[np.ndarray, dict]:
@@ -231,7 +231,7 @@ class FramePipeline:
         bgs = off["_backgrounds"]
         off = {k: (v.get() if hasattr(v, "get") else np.asarray(v)) for k, v in off.items() if k != "_backgrounds"}
         if self.raster == "cpu" and self.raster_threads:
-            from gt_runtime.engines.threads import set_omp_threads
+            from gt_runtime.util.cpu import set_omp_threads
             from gt_runtime.raster import _cpu
 
             _cpu.load()  # libgomp must be loaded before its thread count can be set

@@ -21,12 +21,11 @@ from typing import Iterator
 
 import numpy as np
 
-from gt_runtime.audio import SAMPLE_RATE, num_video_frames
+from gt_runtime.audio import num_video_frames
 from gt_runtime.audio.io import to_mono
-from gt_runtime.deform_ref import WINDOW_AFTER, WINDOW_BEFORE
+from gt_runtime.contract import SAMPLE_RATE, SAMPLES_PER_FRAME, WINDOW_AFTER, WINDOW_BEFORE
 from gt_runtime.errors import InputError
 
-SAMPLES_PER_FRAME = SAMPLE_RATE // 25
 
 
 class Session:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gt_runtime.bundle import HIDDEN, sh_bases, weight_shapes, write_bundle
+from gt_runtime.bundle import weight_shapes, write_bundle
+from gt_runtime.contract import HIDDEN, SAMPLE_RATE, sh_bases
 
 
 def random_weights(num_layers: int = 2, sh_degree: int = 3, seed: int = 0, audio_dim: int = 80) -> dict[str, np.ndarray]:
@@ -119,7 +120,7 @@ def toy_frontend_onnx(spec=None, dim: int = 16, seed: int = 0) -> bytes:
     inits.append(numpy_helper.from_array(np.array([2], np.int64), "ax"))
     graph = helper.make_graph(nodes, "toy_audio_frontend", [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.FLOAT, [1, w])],
                               [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, [1, n, dim])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="gt_runtime.testing")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="gt_runtime.bundle.synthetic")
     model.ir_version = 9
     onnx.checker.check_model(model)
     return model.SerializeToString()
@@ -133,7 +134,7 @@ def toy_frontend_meta(spec=None, dim: int = 16, name: str = "hubert") -> dict:
     spec = spec or BlockSpec()
     return {"format": META_FORMAT, "version": 1, "name": name, "dim": int(dim), "rows_per_frame": 2, "rate_hz": 50,
             "onnx": ONNX_NAME, "block": spec.to_dict(), "frontend_lookahead_ms": spec.lookahead_samples / 16.0,
-            "source": {"model_type": "toy (gt_runtime.testing)"}}
+            "source": {"model_type": "toy (gt_runtime.bundle.synthetic)"}}
 
 
 def make_random_bundle(path, n_gaussians: int = 2000, sh_degree: int = 3, num_layers: int = 2,
@@ -175,7 +176,7 @@ def make_random_bundle(path, n_gaussians: int = 2000, sh_degree: int = 3, num_la
         exporter_version="testing", audio_frontend=audio_frontend, audio=audio, extra={"random": {"seed": seed}})
 
 
-def stream_in_chunks(session, pcm, next_size, sample_rate: int = 16000):
+def stream_in_chunks(session, pcm, next_size, sample_rate: int = SAMPLE_RATE):
     """Push pcm into a Session in chunks of next_size() samples, pulling frames after every push,
     then finish -> frames [T, H, W, 3] uint8 (what streaming tests compare with the whole-file path)."""
     out, i = [], 0

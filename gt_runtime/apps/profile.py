@@ -1,10 +1,10 @@
 """`gt profile`: per-stage latency of a bundle on this machine (DESIGN.md section 9).
 
-    from gt_runtime.profile import ProfileConfig, profile
+    from gt_runtime.apps.profile import ProfileConfig, profile
     report = profile(ProfileConfig(bundle="may.gtb", batch=(1, 8), frames=50, json="p.json", png="p.png"))
 
 It drives the real streaming path (`Player.session()`: push audio, pull frames, encode
-to mp4) and reads the pipeline's own per-stage timers (`gt_runtime.pipeline.Timings`),
+to mp4) and reads the pipeline's own per-stage timers (`gt_runtime.playback.pipeline.Timings`),
 so what is profiled is what `gt play` runs. For each batch size B the speech is pushed
 B frames (B x 40 ms of audio) at a time; one *iteration* = push the chunk, render the
 batch it completes, encode its frames. The first `warmup` iterations that produce
@@ -57,14 +57,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.contract import MODEL_STAGES, SAMPLES_PER_FRAME, STAGES
 from gt_runtime.errors import InputError
 
-STAGES = ("audio_frontend", "audio_encoder", "deform", "raster", "composite", "encode")
-# pipeline timer name -> profile stage name
-_PIPE_STAGE = {"audio_frontend": "audio_frontend", "audio_encoder": "audio_encoder", "deform": "deform",
-               "raster": "raster", "background": "composite"}
 SCHEMA = "gt-profile/1"
-SAMPLES_PER_FRAME = 640
 
 
 @dataclass
@@ -107,7 +103,7 @@ def _stats(x) -> dict:
 
 def machine_info(device: str = "cpu") -> dict:
     from gt_runtime.engines.ort_engine import usable_cores
-    from gt_runtime.pipeline import cpu_name
+    from gt_runtime.playback.pipeline import cpu_name
 
     gpu = "none"
     if device.startswith("cuda"):
@@ -164,7 +160,7 @@ class _Encoder:
     def __init__(self, kind: str, width: int, height: int, tmpdir: str):
         self.writer = None
         if kind == "mp4":
-            from gt_runtime.video import Mp4Writer
+            from gt_runtime.playback.video import Mp4Writer
 
             self.writer = Mp4Writer(Path(tmpdir) / "profile.mp4", width, height, sample_rate=None)
             self.writer.__enter__()
@@ -216,7 +212,7 @@ def _run_batch(player, cfg: ProfileConfig, batch: int, clock: _Clock, tmpdir: st
             seen += 1
             if seen <= cfg.warmup:
                 continue
-            delta = {name: tm.total.get(k, 0.0) - before.get(k, 0.0) for k, name in _PIPE_STAGE.items()}
+            delta = {s: tm.total.get(s, 0.0) - before.get(s, 0.0) for s in STAGES if s != "encode"}
             delta["encode"] = encode
             for s in STAGES:
                 per_stage[s].append(1e3 * delta[s] / got)
@@ -225,7 +221,7 @@ def _run_batch(player, cfg: ProfileConfig, batch: int, clock: _Clock, tmpdir: st
             batch_lat.append(1e3 * dt)
             frames_timed += got
             wall += dt
-            model_s += delta["audio_encoder"] + delta["deform"] + delta["raster"]
+            model_s += sum(delta[s] for s in MODEL_STAGES)
     finally:
         session.close()
         enc.close()
@@ -265,7 +261,7 @@ def _overlapped_fps(player, cfg: ProfileConfig, batch: int) -> float:
 def profile(cfg: ProfileConfig) -> dict:
     """Profile cfg.bundle -> the report dict (schema in the module docstring); writes cfg.json / cfg.png."""
     from gt_runtime.assets import default_bundle
-    from gt_runtime.player import Player
+    from gt_runtime.playback.player import Player
 
     bundle = cfg.bundle if cfg.bundle is not None else default_bundle()
     player = Player(bundle, engine=cfg.engine, raster=cfg.raster, batch=max(cfg.batch), threads=cfg.threads,

@@ -1,16 +1,17 @@
 """Progress bars for long work (rich): a description, count, rate and ETA."""
 from __future__ import annotations
 
-import os
 import sys
 from typing import Iterable, Iterator, TypeVar
+
+from gt_runtime.contract import QUIET
 
 T = TypeVar("T")
 
 
 def progress(items: Iterable[T], description: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
     """Iterate over items while showing a rich progress bar on stderr (hidden when GT_QUIET=1 or not a TTY in CI)."""
-    quiet = os.environ.get("GT_QUIET") == "1"
+    quiet = QUIET.on()
     if quiet:
         yield from items
         return

@@ -19,7 +19,7 @@ A bundle is a directory ``NAME.gtb/``::
 `Bundle.open` checks everything once (manifest, format version, path safety, SHA-256
 of every listed file, array shapes) and raises a one-line `InputError` naming the file
 and what to do. Nothing is unpickled: npz files are read with ``allow_pickle=False``.
-`write_bundle` is the writer the exporter (and `gt_runtime.testing`) calls.
+`write_bundle` is the writer the exporter (and `gt_runtime.bundle.synthetic`) calls.
 """
 from __future__ import annotations
 
@@ -34,33 +34,25 @@ from typing import Mapping
 
 import numpy as np
 
-from gt_runtime.audio.frontend import FRONTENDS, MEL_META, MODEL_FRONTENDS, check_meta
-from gt_runtime.audio.mel import N_MELS
+from gt_runtime.audio.frontend import MEL_META, check_meta
+from gt_runtime.contract import (
+    AUDIO_FRONTEND_ONNX,
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    DEFORM_ONNX,
+    FRONTENDS,
+    GAUSSIAN_KEYS,
+    HEADS,
+    HIDDEN,
+    MODEL_FRONTENDS,
+    N_MELS,
+    head_dims,
+    sh_bases,
+)
 from gt_runtime.errors import InputError
 
-FORMAT = "gt-bundle"
-VERSION = 1
-HIDDEN = 64
-HEADS = 2
-NUM_TOKENS = 4
-HEAD_NAMES = ("mu", "rot", "scale", "sh", "opacity")
-OFFSET_NAMES = ("dmu", "drot", "dscale", "dsh", "dopacity")
-GAUSSIAN_KEYS = ("means", "quats", "log_scales", "opacity_logits", "sh", "queries")
-ONNX_FILES = {"fp32": "deform.onnx", "fp16": "deform.fp16.onnx", "int8": "deform.int8.onnx"}
-AUDIO_ONNX = "audio_encoder.onnx"
-AUDIO_FRONTEND_ONNX = "audio_frontend.onnx"
 REQUIRED_FILES = ("gaussians.npz", "weights.npz", "scene/background.jpg", "scene/track.npz")
 _REEXPORT = "re-export the bundle with gt export"
-
-
-def sh_bases(degree: int) -> int:
-    """K = (deg + 1)^2 SH bases."""
-    return (int(degree) + 1) ** 2
-
-
-def head_dims(sh_degree: int) -> dict[str, int]:
-    """Output width of each deformation head (docs/MODEL.md)."""
-    return {"mu": 3, "rot": 4, "scale": 3, "sh": 3 * sh_bases(sh_degree), "opacity": 1}
 
 
 def weight_shapes(num_layers: int, sh_degree: int, hidden: int = HIDDEN, audio_dim: int = N_MELS) -> dict[str, tuple[int, ...]]:
@@ -175,13 +167,13 @@ class Bundle:
             manifest = json.loads(mpath.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"{mpath}: not valid JSON ({str(exc).splitlines()[0]}) | {_REEXPORT}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise InputError(f"{mpath}: not a gt bundle manifest (format {manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {FORMAT!r}) | {_REEXPORT}")
+        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            raise InputError(f"{mpath}: not a gt bundle manifest (format {manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {BUNDLE_FORMAT!r}) | {_REEXPORT}")
         version = manifest.get("version")
         if not isinstance(version, int):
             raise InputError(f"{mpath}: bad format version {version!r} | {_REEXPORT}")
-        if version > VERSION:
-            raise InputError(f"{mpath}: bundle format version {version} is newer than this gt reads ({VERSION}) | upgrade gt (pip install -U gt)")
+        if version > BUNDLE_VERSION:
+            raise InputError(f"{mpath}: bundle format version {version} is newer than this gt reads ({BUNDLE_VERSION}) | upgrade gt (pip install -U gt)")
         if version < 1:
             raise InputError(f"{mpath}: bundle format version {version} is not supported | {_REEXPORT}")
         for key in ("model", "width", "height", "intrinsics", "num_gaussians", "sh_degree", "files", "scene"):
@@ -289,7 +281,7 @@ class Bundle:
     @property
     def precisions(self) -> list[str]:
         """Deform ONNX precisions present in the bundle, e.g. ["fp32", "int8"]."""
-        return [p for p, rel in ONNX_FILES.items() if rel in self.manifest["files"]]
+        return [p for p, rel in DEFORM_ONNX.items() if rel in self.manifest["files"]]
 
     @property
     def torso_files(self) -> list[str]:
@@ -306,9 +298,9 @@ class Bundle:
         return rel in self.manifest["files"]
 
     def onnx_path(self, precision: str = "fp32") -> Path:
-        if precision not in ONNX_FILES:
-            raise InputError(f"precision {precision!r}: unknown | expected one of {', '.join(ONNX_FILES)}")
-        return self.file(ONNX_FILES[precision])
+        if precision not in DEFORM_ONNX:
+            raise InputError(f"precision {precision!r}: unknown | expected one of {', '.join(DEFORM_ONNX)}")
+        return self.file(DEFORM_ONNX[precision])
 
     @property
     def engines_dir(self) -> Path:
@@ -418,7 +410,7 @@ def write_bundle(
             dst.write_bytes(bytes(src))
         else:
             shutil.copyfile(src, dst)
-    for p, rel in ONNX_FILES.items():
+    for p, rel in DEFORM_ONNX.items():
         if (root / rel).is_file():
             precisions.append(p)
     files = {}
@@ -426,7 +418,7 @@ def write_bundle(
         if f.is_file() and f.name != "manifest.json" and "engines" not in f.relative_to(root).parts:
             files[f.relative_to(root).as_posix()] = sha256_file(f)
     manifest = {
-        "format": FORMAT, "version": VERSION, "exporter_version": str(exporter_version),
+        "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "exporter_version": str(exporter_version),
         "model": model, "audio_frontend": audio_frontend, "audio_dim": int(model["audio_dim"]), "fps": int(fps),
         "width": int(width), "height": int(height),
         "intrinsics": {k: float(intrinsics[k]) for k in ("fx", "fy", "cx", "cy")},
@@ -457,7 +449,7 @@ def update_manifest(path: str | Path, *, parity: Mapping | None = None, add_file
         manifest.setdefault("parity", {}).update(parity)
     for rel in add_files or []:
         manifest["files"][rel] = sha256_file(_safe_relpath(root, rel, "update_manifest"))
-        for p, r in ONNX_FILES.items():
+        for p, r in DEFORM_ONNX.items():
             if r == rel and p not in manifest["precisions"]:
                 manifest["precisions"].append(p)
     _write_manifest(root, manifest)

@@ -2,7 +2,7 @@
 
     p = Player(Bundle.open("may.gtb"), engine="auto", raster="auto")
     for frame in p.play("speech.wav"): ...      # [H, W, 3] uint8 at 25 fps
-    s = p.session()                              # streaming, see gt_runtime.session
+    s = p.session()                              # streaming, see gt_runtime.playback.session
 
 A Player holds only immutable, shareable data (bundle arrays, activated engines, the
 scene, precomputed tokens): many sessions can share one. Every per-stream thing lives in
@@ -17,8 +17,8 @@ import numpy as np
 
 from gt_runtime.audio import SAMPLE_RATE, check_pcm, load_audio
 from gt_runtime.bundle import Bundle
-from gt_runtime.pipeline import FramePipeline
-from gt_runtime.session import Session
+from gt_runtime.playback.pipeline import FramePipeline
+from gt_runtime.playback.session import Session
 
 
 class Player:
@@ -28,7 +28,7 @@ class Player:
                  batch: int = 1, threads: int | None = None, overlap: bool | None = None):
         from gt_runtime.engines.ort_engine import usable_cores
         from gt_runtime.engines.select import resolve_engine_name, select_engine
-        from gt_runtime.pipeline import resolve_raster
+        from gt_runtime.playback.pipeline import resolve_raster
 
         if not isinstance(bundle, Bundle):
             bundle = Bundle.open(bundle)

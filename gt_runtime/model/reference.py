@@ -17,14 +17,20 @@ from typing import Mapping
 
 import numpy as np
 
-from gt_runtime.bundle import HEAD_NAMES, HEADS, HIDDEN, NUM_TOKENS, OFFSET_NAMES, head_dims
+from gt_runtime.contract import (
+    HEAD_NAMES,
+    HEADS,
+    HIDDEN,
+    LEAK,
+    LN_EPS,
+    NUM_TOKENS,
+    OFFSET_NAMES,
+    SUB_FRAMES,
+    WINDOW_AFTER,
+    WINDOW_BEFORE,
+    head_dims,
+)
 
-LEAK = 0.02
-LN_EPS = 1e-5
-WINDOW = 15          # audio feature frames per video frame: t-8 .. t+6
-WINDOW_BEFORE = 8
-WINDOW_AFTER = 6     # audio lookahead in video frames
-SUB_FRAMES = 8       # AudioNet frames u = t-4 .. t+3, each over feats[u-4 .. u+3]
 
 
 def _f32(xp, a):

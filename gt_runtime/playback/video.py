@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.contract import SAMPLE_RATE
+
 AAC_RATE = 48000
 AAC_FRAME = 1024
 
@@ -25,7 +27,7 @@ class Mp4Writer:
     """
 
     def __init__(self, path: str | Path, width: int, height: int, fps: int = 25,
-                 sample_rate: int | None = 16000, crf: int = 18, preset: str = "veryfast"):
+                 sample_rate: int | None = SAMPLE_RATE, crf: int = 18, preset: str = "veryfast"):
         import av
 
         self.path = Path(path)

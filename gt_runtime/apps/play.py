@@ -1,6 +1,6 @@
 """`gt play`: speech + bundle -> mp4 (H.264 + AAC), PNG sequence or raw RGB on stdout.
 
-    from gt_runtime.play import PlayConfig, play
+    from gt_runtime.apps.play import PlayConfig, play
     result = play(PlayConfig(speech="speech.wav", bundle="may.gtb", out="out.mp4", fps=True))
 
 The speech is checked (readable, not empty, finite, not silent) before any output is
@@ -88,7 +88,7 @@ def play(cfg: PlayConfig) -> PlayResult:
     """Render the speech with the bundle into cfg.out -> PlayResult (one-line InputError on bad input)."""
     from gt_runtime.assets import default_bundle
     from gt_runtime.audio import SAMPLE_RATE, load_audio, num_video_frames
-    from gt_runtime.player import Player
+    from gt_runtime.playback.player import Player
 
     t_start = time.perf_counter()
     kind = _sink_kind(str(cfg.out))
@@ -106,7 +106,7 @@ def play(cfg: PlayConfig) -> PlayResult:
     session.timings.add("audio_frontend", t_load, 0)
     frames = player.play(pcm, sr, session=session)
     if not cfg.quiet:
-        from gt_runtime.progress import progress
+        from gt_runtime.util.progress import progress
 
         frames = progress(frames, "gt play", total=n_frames, unit="frames")
     if cfg.sheet:
@@ -116,7 +116,7 @@ def play(cfg: PlayConfig) -> PlayResult:
     encode = 0.0
     t_run = time.perf_counter()
     if kind == "mp4":
-        from gt_runtime.video import Mp4Writer
+        from gt_runtime.playback.video import Mp4Writer
 
         with Mp4Writer(cfg.out, w, h, fps=player.fps, sample_rate=SAMPLE_RATE) as wr:
             wr.write_audio(pcm)
@@ -156,7 +156,7 @@ def play(cfg: PlayConfig) -> PlayResult:
     if cfg.sheet:
         from PIL import Image
 
-        from gt_runtime.video import contact_sheet
+        from gt_runtime.playback.video import contact_sheet
 
         Path(cfg.sheet).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(contact_sheet(sheet_frames)).save(cfg.sheet)

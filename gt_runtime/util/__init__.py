@@ -1,0 +1,1 @@
+"""Helpers with no model knowledge: progress bars, atomic output directories, CPU threads."""
