@@ -16,16 +16,14 @@ rasterizer), so on 2 cores the two stages share the machine instead of alternati
 """
 from __future__ import annotations
 
-import threading
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from gt_runtime.model import reference
-from gt_runtime.contract import MODEL_STAGES
 from gt_runtime.errors import InputError
+from gt_runtime.playback.timings import Timings
 
 RASTER_NAMES = ("auto", "cpu", "cuda", "reference")
 
@@ -37,42 +35,6 @@ def to_uint8(img: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.rint(img, out=img)
     out[...] = img
     return out
-
-
-class Timings:
-    """Per-stage wall time (seconds) and frame counts; thread-safe. Model = audio_encoder + deform + raster."""
-
-    def __init__(self):
-        self.total = defaultdict(float)
-        self.samples = defaultdict(list)   # per-call seconds per frame, for percentiles
-        self.frames = 0
-        self.wall = 0.0
-        self._lock = threading.Lock()
-
-    def add(self, stage: str, seconds: float, frames: int = 1) -> None:
-        with self._lock:
-            self.total[stage] += seconds
-            self.samples[stage].append(seconds / max(frames, 1))
-
-    def model_seconds(self) -> float:
-        return sum(self.total[s] for s in MODEL_STAGES)  # composite, front end, encode excluded
-
-    def model_fps(self) -> float:
-        s = self.model_seconds()
-        return self.frames / s if s > 0 else float("nan")
-
-    def delivered_fps(self) -> float:
-        return self.frames / self.wall if self.wall > 0 else float("nan")
-
-    def summary(self) -> dict:
-        """-> {"frames", "model_fps", "delivered_fps", "stages": {stage: {"ms_per_frame", "p50_ms", "p90_ms", "p99_ms"}}}."""
-        st = {}
-        for k, v in self.total.items():
-            arr = np.asarray(self.samples[k]) * 1e3
-            st[k] = {"ms_per_frame": 1e3 * v / max(self.frames, 1),
-                     "p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
-                     "p99_ms": float(np.percentile(arr, 99))}
-        return {"frames": self.frames, "model_fps": self.model_fps(), "delivered_fps": self.delivered_fps(), "stages": st}
 
 
 def cpu_raster_available() -> bool:
