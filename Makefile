@@ -43,6 +43,7 @@ default-bundle: $(VENV)/.installed
 	$(PY) tools/default_bundle.py
 
 test: $(VENV)/.installed
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
