@@ -96,23 +96,20 @@ def raster_backend() -> str:
 
 
 def render(bundle, scene, frames, offsets: dict, backend: str) -> np.ndarray:
-    """Canonical Gaussians + offsets [F, N, ...] -> uint8 frames [F, H, W, 3], as gt_runtime.playback.pipeline renders them."""
+    """Canonical Gaussians + offsets {dmu [F, N, 3], ..} -> uint8 frames [F, H, W, 3], as gt_runtime.playback.pipeline renders them."""
     from gt_runtime import raster
+    from gt_runtime.model.reference import CANONICAL_KEYS, apply_offsets
+    from gt_runtime.playback.pipeline import to_uint8
 
-    g = bundle.gaussians
-    off = {k: to_numpy(v).astype(np.float32) for k, v in offsets.items()}
-    n, kb = bundle.num_gaussians, g["sh"].shape[1]
+    canon = {k: bundle.gaussians[k] for k in CANONICAL_KEYS}
+    off = {k: to_numpy(offsets[k]).astype(np.float32) for k in OFFSET_NAMES}
     out = np.empty((len(frames), bundle.height, bundle.width, 3), np.uint8)
     for b, t in enumerate(frames):
         ti = int(scene.track_index(int(t)))
-        means = g["means"] + off["dmu"][b]
-        quats = g["quats"] + off["drot"][b]
-        scales = np.exp(g["log_scales"] + off["dscale"][b])
-        opac = (1.0 / (1.0 + np.exp(-(g["opacity_logits"] + off["dopacity"][b, :, 0])))).astype(np.float32)
-        sh = g["sh"] + off["dsh"][b].reshape(n, kb, 3)
-        img = raster.rasterize(means, quats, scales, opac, sh, scene.viewmats[ti], bundle.K, bundle.width,
-                               bundle.height, background=scene.background_of_track(ti), backend=backend)
-        out[b] = np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+        g = apply_offsets(canon, {k: v[b] for k, v in off.items()})
+        img = raster.rasterize(g["means"], g["quats"], g["scales"], g["opacities"], g["sh"], scene.viewmats[ti], bundle.K,
+                               bundle.width, bundle.height, background=scene.background_of_track(ti), backend=backend)
+        to_uint8(img, out[b])
     return out
 
 

@@ -1,15 +1,18 @@
-"""The `array` engine: the deformation network and audio encoder of `gt_runtime.model.reference`.
+"""The `array` engine: the deformation network and audio encoder on numpy or CuPy arrays.
 
-With numpy it runs on the CPU (float32, the algebraic savings); with CuPy it runs on
-the GPU (cuBLAS) for machines that have neither TensorRT nor ONNX Runtime's CUDA
-provider. `fast=False` runs the plain line-by-line reference instead.
+With numpy it runs on the CPU (float32, `array_deform.DeformNet`: the algebraic savings);
+with CuPy it runs on the GPU (cuBLAS) for machines that have neither TensorRT nor ONNX
+Runtime's CUDA provider. `fast=False` runs the plain reference
+(`gt_runtime.model.reference.deform_plain`) instead; the audio encoder is the reference's.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from gt_runtime.contract import AUDIO_INPUTS, AUDIO_OUTPUTS, DEFORM_INPUTS, DEFORM_OUTPUTS
+from gt_runtime.engines.array_deform import DeformNet
+from gt_runtime.engines.base import Runner
 from gt_runtime.model import reference
-from gt_runtime.engines.base import AUDIO_INPUTS, AUDIO_OUTPUTS, DEFORM_INPUTS, DEFORM_OUTPUTS, Runner
 
 
 def get_xp(device: str):
@@ -43,7 +46,7 @@ class ArrayDeformRunner(Runner):
             from gt_runtime.util.cpu import set_blas_threads
 
             set_blas_threads(self.threads)
-        self.net = reference.DeformNet(self._weights, self._queries, self.num_layers, self.sh_degree, self.xp)
+        self.net = DeformNet(self._weights, self._queries, self.num_layers, self.sh_degree, self.xp)
         self._w = None  # the plain path's weights, made on first use (on a GPU a second copy of the network)
 
     def _plain_weights(self):
@@ -55,11 +58,12 @@ class ArrayDeformRunner(Runner):
     def infer_impl(self, feed):
         xp = self.xp
         tokens = xp.asarray(feed["tokens"])
-        if "queries" in feed and feed["queries"] is not None and not (feed["queries"] is self._queries):
-            q = xp.asarray(feed["queries"])
-            if self.fast and q.shape == self.net.queries.shape and bool((q == self.net.queries).all()):
-                return self.net(tokens)
-            return reference.deform_plain(tokens, q, self._plain_weights(), self.num_layers, self.sh_degree, xp)
+        q = feed.get("queries")
+        if q is not None and q is not self._queries:
+            q = xp.asarray(q)
+            # other queries than the bound ones: the plain network (DeformNet is prepared for one set)
+            if q.shape != self.net.queries.shape or not bool((q == self.net.queries).all()):
+                return reference.deform_plain(tokens, q, self._plain_weights(), self.num_layers, self.sh_degree, xp)
         if self.fast:
             return self.net(tokens)
         return reference.deform_plain(tokens, self.net.queries, self._plain_weights(), self.num_layers, self.sh_degree, xp)

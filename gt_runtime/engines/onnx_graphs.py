@@ -1,7 +1,8 @@
 """ONNX graphs of the gt networks built from `weights.npz` with the onnx helper API (no torch).
 
 - `build_deform_onnx`: tokens [B,4,64], queries [N,64] -> dmu, drot, dscale, dsh, dopacity,
-  line by line docs/MODEL.md (the layout the exporter writes; used by tests and random bundles).
+  line by line docs/MODEL.md (the layout the exporter writes; used by tests and random bundles),
+  i.e. `gt_runtime.model.reference.deform_plain` as a graph (tests/runtime/test_model_reference.py).
   With `fast=True` it builds the CPU-tuned graph instead: inputs tokens, queries and
   q0 = queries Wq0^T + bq0 (layer 0's query projection, precomputed once per bundle),
   W_o folded into the token values, and the five head fc1 layers fused into one
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gt_runtime.contract import ONNX_OPSET, HEAD_NAMES, HEADS, HIDDEN, NUM_TOKENS, OFFSET_NAMES, head_dims
+from gt_runtime.contract import HEAD_HIDDEN, HEAD_NAMES, HEADS, HIDDEN, LEAK, LN_EPS, NUM_TOKENS, OFFSET_NAMES, ONNX_OPSET, head_dims
 from gt_runtime.errors import require
 
 OPSET = ONNX_OPSET
@@ -86,9 +87,9 @@ def build_deform_onnx(weights, num_layers: int, sh_degree: int, fast: bool = Fal
             o = g.op("Transpose", [g.op("MatMul", [a, v])], perm=[0, 2, 1, 3])                          # [B,N,2,32]
             o = g.op("Reshape", [o, g.ints([0, 0, HIDDEN])])
             o = g.linear(o, w[f"{p}.o.weight"], w[f"{p}.o.bias"])
-            h = g.op("LayerNormalization", [g.op("Add", [h, o]), g.const(w[f"{p}.norm1.weight"]), g.const(w[f"{p}.norm1.bias"])], axis=-1, epsilon=1e-5)
+            h = g.op("LayerNormalization", [g.op("Add", [h, o]), g.const(w[f"{p}.norm1.weight"]), g.const(w[f"{p}.norm1.bias"])], axis=-1, epsilon=LN_EPS)
             f = g.linear(g.op("Relu", [g.linear(h, w[f"{p}.ffn1.weight"], w[f"{p}.ffn1.bias"])]), w[f"{p}.ffn2.weight"], w[f"{p}.ffn2.bias"])
-            h = g.op("LayerNormalization", [g.op("Add", [h, f]), g.const(w[f"{p}.norm2.weight"]), g.const(w[f"{p}.norm2.bias"])], axis=-1, epsilon=1e-5)
+            h = g.op("LayerNormalization", [g.op("Add", [h, f]), g.const(w[f"{p}.norm2.weight"]), g.const(w[f"{p}.norm2.bias"])], axis=-1, epsilon=LN_EPS)
         outs = []
         for name, key in zip(HEAD_NAMES, OFFSET_NAMES):
             p = f"deform.heads.{name}"
@@ -125,14 +126,14 @@ def build_deform_onnx(weights, num_layers: int, sh_degree: int, fast: bool = Fal
         a = g.op("Softmax", [g.op("Reshape", [s, g.ints([0, 0, HEADS, NUM_TOKENS])])], axis=-1)
         o = g.op("MatMul", [g.op("Reshape", [a, g.ints([0, 0, HEADS * NUM_TOKENS])]), vo])    # [B, N, 64]
         o = g.op("Add", [o, g.const(w[f"{p}.o.bias"])])
-        h = g.op("LayerNormalization", [g.op("Add", [resid, o]), g.const(w[f"{p}.norm1.weight"]), g.const(w[f"{p}.norm1.bias"])], axis=-1, epsilon=1e-5)
+        h = g.op("LayerNormalization", [g.op("Add", [resid, o]), g.const(w[f"{p}.norm1.weight"]), g.const(w[f"{p}.norm1.bias"])], axis=-1, epsilon=LN_EPS)
         f = g.linear(g.op("Relu", [g.linear(h, w[f"{p}.ffn1.weight"], w[f"{p}.ffn1.bias"])]), w[f"{p}.ffn2.weight"], w[f"{p}.ffn2.bias"])
-        h = g.op("LayerNormalization", [g.op("Add", [h, f]), g.const(w[f"{p}.norm2.weight"]), g.const(w[f"{p}.norm2.bias"])], axis=-1, epsilon=1e-5)
+        h = g.op("LayerNormalization", [g.op("Add", [h, f]), g.const(w[f"{p}.norm2.weight"]), g.const(w[f"{p}.norm2.bias"])], axis=-1, epsilon=LN_EPS)
     if fuse_heads:
         w1 = np.concatenate([w[f"deform.heads.{nm}.fc1.weight"] for nm in HEAD_NAMES], axis=0)
         b1 = np.concatenate([w[f"deform.heads.{nm}.fc1.bias"] for nm in HEAD_NAMES])
         hh = g.op("Relu", [g.linear(h, w1, b1)])                                               # [B, N, 640]
-        parts = g.op("Split", [hh, g.ints([2 * HIDDEN] * len(HEAD_NAMES))], n_out=len(HEAD_NAMES), axis=-1)
+        parts = g.op("Split", [hh, g.ints([HEAD_HIDDEN] * len(HEAD_NAMES))], n_out=len(HEAD_NAMES), axis=-1)
     else:
         parts = [g.op("Relu", [g.linear(h, w[f"deform.heads.{nm}.fc1.weight"], w[f"deform.heads.{nm}.fc1.bias"])])
                  for nm in HEAD_NAMES]
@@ -166,12 +167,12 @@ def build_audio_onnx(weights):
 
     def conv(x, name, stride):
         y = g.op("Conv", [x, g.const(w[f"{name}.weight"]), g.const(w[f"{name}.bias"])], kernel_shape=[3], strides=[stride], pads=[1, 1])
-        return g.op("LeakyRelu", [y], alpha=0.02)
+        return g.op("LeakyRelu", [y], alpha=LEAK)
 
     for i in (0, 2, 4, 6):
         x = conv(x, f"audio.net.conv.{i}", 2)                                   # -> [B 8, 64, 1]
     x = g.op("Reshape", [x, g.ints([-1, 64])])
-    x = g.op("LeakyRelu", [g.linear(x, w["audio.net.fc.0.weight"], w["audio.net.fc.0.bias"])], alpha=0.02)
+    x = g.op("LeakyRelu", [g.linear(x, w["audio.net.fc.0.weight"], w["audio.net.fc.0.bias"])], alpha=LEAK)
     code = g.linear(x, w["audio.net.fc.2.weight"], w["audio.net.fc.2.bias"])   # [B 8, 32]
     code = g.op("Reshape", [code, g.ints([-1, 8, 32])])                         # [B, 8, 32]
     a = g.op("Transpose", [code], perm=[0, 2, 1])                               # [B, 32, 8]

@@ -1,15 +1,17 @@
-"""Array reference of the gt condition tokens and deformation network (docs/MODEL.md).
+"""The gt model's one readable reference (docs/MODEL.md), written against the array namespace `xp`.
 
-Written once against the array namespace `xp` (numpy on CPU, CuPy on a GPU), float32
-throughout. Two forms of the deformation network compute the same function:
+numpy on the CPU, CuPy on a GPU: the same code, float32 throughout. Every other form of
+the model is tested against this one (the torch model of gt_train, the exported and the
+hand-built ONNX graphs, the array engine's fast `DeformNet`), as gsplat's `_torch_impl`
+backs its CUDA ops. Written for reading, line by line as docs/MODEL.md, not for speed.
 
-- `deform_plain`: line by line as docs/MODEL.md writes it (the readable reference);
-- `DeformNet.__call__`: the algebraic savings of DESIGN.md section 6 - layer 0's
-  query projection precomputed per Gaussian, W_o applied to the 4 token vectors
-  (A (V W_o^T) instead of (A V) W_o^T), and the five head input layers fused into one
-  64 -> 640 GEMM. Tests check it against `deform_plain`.
+- condition tokens: `audio_token`, `eye_token`, `view_token`, `stack_tokens` (and
+  `TokenEncoder`, the same bound to one set of weights);
+- the deformation network: `deform_plain`;
+- the offset/activation step: `offset_gaussians` (raw space, as the torch model's
+  `apply_offsets`), `activate`, and both at once, `apply_offsets`.
 
-Letters: N Gaussians, B frames, K = (deg + 1)^2 SH bases, D = 64.
+Letters: N Gaussians, B frames, K = (deg + 1)^2 SH bases, D audio feature width.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from gt_runtime.contract import (
+    GAUSSIAN_KEYS,
     HEAD_NAMES,
     HEADS,
     HIDDEN,
@@ -30,7 +33,7 @@ from gt_runtime.contract import (
     WINDOW_BEFORE,
     head_dims,
 )
-
+from gt_runtime.errors import InputError
 
 
 def _f32(xp, a):
@@ -136,12 +139,38 @@ def stack_tokens(audio, eye, view, null, xp=np):
     return xp.stack([_f32(xp, audio), _f32(xp, eye), _f32(xp, view), nul], axis=1)
 
 
+class TokenEncoder:
+    """Condition tokens for frames: audio windows + track entries -> tokens [B, 4, 64] (array namespace xp)."""
+
+    def __init__(self, weights: Mapping, xp=np):
+        self.xp = xp
+        self.w = {k: _f32(xp, v) for k, v in weights.items() if not k.startswith("deform.")}
+
+    def audio(self, windows):
+        """windows [B, 15, 2, D] -> [B, 64]."""
+        return audio_token(windows, self.w, self.xp)
+
+    def eye(self, blink):
+        return eye_token(blink, self.w, self.xp)
+
+    def view(self, c2w):
+        return view_token(c2w, self.w, self.xp)
+
+    def tokens(self, audio, blink, c2w):
+        """audio [B, 64], blink [B], c2w [B, 4, 4] -> tokens [B, 4, 64]."""
+        return stack_tokens(audio, self.eye(blink), self.view(c2w), self.w["null"], self.xp)
+
+
 # -- deformation network, plain ------------------------------------------------------------
 def deform_plain(tokens, queries, w: Mapping, num_layers: int, sh_degree: int, xp=np) -> dict:
     """tokens [B, 4, 64], queries [N, 64] -> {dmu [B,N,3], drot [B,N,4], dscale [B,N,3], dsh [B,N,3K], dopacity [B,N,1]}.
 
-    Line by line docs/MODEL.md (post-norm layers, 2 heads of 32).
+    Line by line docs/MODEL.md (post-norm layers, 2 heads of 32). w: the docs/MODEL.md
+    parameters (`deform.*`, torch layout, arrays of xp); num_layers L; sh_degree fixes K.
     """
+    k_sh = int(w["deform.heads.sh.fc2.weight"].shape[0])
+    if k_sh != head_dims(sh_degree)["sh"]:
+        raise InputError(f"deform.heads.sh.fc2.weight: {k_sh} rows | expected 3 (deg + 1)^2 = {head_dims(sh_degree)['sh']} for sh_degree {sh_degree}")
     c = _f32(xp, tokens)
     q = _f32(xp, queries)
     bsz, n = c.shape[0], q.shape[0]
@@ -165,140 +194,52 @@ def deform_plain(tokens, queries, w: Mapping, num_layers: int, sh_degree: int, x
     return out
 
 
-# -- deformation network, with the algebraic savings -----------------------------------------
-class DeformNet:
-    """The deformation network bound to one set of queries, with the algebraic savings.
+# -- offsets and activations ----------------------------------------------------------------
+CANONICAL_KEYS = GAUSSIAN_KEYS[:5]                             # means, quats, log_scales, opacity_logits, sh
+ACTIVATED_KEYS = ("means", "quats", "scales", "opacities", "sh")  # what a rasterizer takes
 
-    Holds only immutable prepared arrays (shareable between threads/sessions):
-    q0 = queries Wq0^T + bq0 [N, 64] (layer 0's constant query projection), the
-    transposed layer weights, the fused heads' fc1 [64, 640] and each head's fc2.
+
+def offset_gaussians(canon: Mapping, offsets: Mapping, xp=np) -> dict:
+    """Raw canonical Gaussians + offsets, in raw space (docs/MODEL.md; torch: gt_train's `apply_offsets`).
+
+    canon: means [N, 3], quats [N, 4], log_scales [N, 3], opacity_logits [N], sh [N, K, 3];
+    offsets (one frame or a batch, leading dims F = () or (B,)): dmu [F.., N, 3], drot [F.., N, 4],
+    dscale [F.., N, 3], dsh [F.., N, 3K], dopacity [F.., N, 1]
+    -> means [F.., N, 3], quats [F.., N, 4], log_scales [F.., N, 3], opacity_logits [F.., N], sh [F.., N, K, 3].
+    Offsets are cast to float32 first (no copy when they are float32 already).
     """
-
-    def __init__(self, weights: Mapping, queries, num_layers: int, sh_degree: int, xp=np, chunk: int | None = None):
-        self.xp = xp
-        # numpy: 1024-row chunks keep the [rows, 640] head activations in cache; CuPy: one launch over all rows.
-        self.chunk = chunk if chunk is not None else (1024 if xp is np else 0)
-        self.num_layers = int(num_layers)
-        self.sh_degree = int(sh_degree)
-        self.dims = head_dims(sh_degree)
-        w = {k: _f32(xp, v) for k, v in weights.items() if k.startswith("deform.")}
-        self.queries = _f32(xp, queries)
-        self.n = int(self.queries.shape[0])
-        t = lambda a: xp.ascontiguousarray(a.T)  # noqa: E731
-        self.layers = []
-        for layer in range(self.num_layers):
-            p = f"deform.layers.{layer}"
-            self.layers.append({
-                "wq_t": t(w[f"{p}.q.weight"]), "bq": w[f"{p}.q.bias"],
-                "wk": w[f"{p}.k.weight"], "bk": w[f"{p}.k.bias"],
-                "wv": w[f"{p}.v.weight"], "bv": w[f"{p}.v.bias"],
-                "wo": w[f"{p}.o.weight"], "bo": w[f"{p}.o.bias"],
-                "n1w": w[f"{p}.norm1.weight"], "n1b": w[f"{p}.norm1.bias"],
-                "n2w": w[f"{p}.norm2.weight"], "n2b": w[f"{p}.norm2.bias"],
-                "f1_t": t(w[f"{p}.ffn1.weight"]), "f1b": w[f"{p}.ffn1.bias"],
-                "f2_t": t(w[f"{p}.ffn2.weight"]), "f2b": w[f"{p}.ffn2.bias"],
-            })
-        # Layer 0's Q is constant per Gaussian.
-        l0 = self.layers[0]
-        self.q0 = xp.ascontiguousarray(self.queries @ l0["wq_t"] + l0["bq"])  # [N, 64]
-        # Five head fc1 layers fused: [64, 640].
-        self.h1_t = xp.ascontiguousarray(xp.concatenate([w[f"deform.heads.{n}.fc1.weight"] for n in HEAD_NAMES], axis=0).T)
-        self.h1b = xp.concatenate([w[f"deform.heads.{n}.fc1.bias"] for n in HEAD_NAMES])
-        self.h2 = [(t(w[f"deform.heads.{n}.fc2.weight"]), w[f"deform.heads.{n}.fc2.bias"]) for n in HEAD_NAMES]
-
-    def _token_mats(self, lay, c):
-        """c [B, 4, 64] -> Kblk [B, 64, 8] (scaled, block per head), VO [B, 8, 64] (= V_h Wo_h^T)."""
-        xp = self.xp
-        bsz = c.shape[0]
-        dh = HIDDEN // HEADS
-        k = c @ lay["wk"].T + lay["bk"]  # [B, 4, 64]
-        v = c @ lay["wv"].T + lay["bv"]
-        kblk = xp.zeros((bsz, HIDDEN, HEADS * NUM_TOKENS), xp.float32)
-        vo = xp.empty((bsz, HEADS * NUM_TOKENS, HIDDEN), xp.float32)
-        scale = xp.float32(1.0 / np.sqrt(dh))
-        for hd in range(HEADS):
-            sl = slice(hd * dh, (hd + 1) * dh)
-            kblk[:, sl, hd * NUM_TOKENS:(hd + 1) * NUM_TOKENS] = k[:, :, sl].transpose(0, 2, 1) * scale
-            vo[:, hd * NUM_TOKENS:(hd + 1) * NUM_TOKENS] = v[:, :, sl] @ lay["wo"][:, sl].T
-        return kblk, vo
-
-    def __call__(self, tokens) -> dict:
-        """tokens [B, 4, 64] -> offsets dict (see `deform_plain`), arrays of the namespace xp.
-
-        Rows (Gaussians) are processed in chunks of `self.chunk` so that the [rows, 640]
-        head activations stay in cache; every row's arithmetic is the same whatever the chunk.
-        """
-        xp = self.xp
-        c = _f32(xp, tokens)
-        bsz, n = c.shape[0], self.n
-        mats = [self._token_mats(lay, c) for lay in self.layers]
-        outs = {key: xp.empty((bsz, n, k), xp.float32) for key, k in zip(OFFSET_NAMES, self.dims.values())}
-        step = self.chunk or n
-        for i in range(0, n, step):
-            part = self._rows(bsz, mats, self.q0[i:i + step], self.queries[i:i + step])
-            for key, y in part.items():
-                outs[key][:, i:i + step] = y
-        return outs
-
-    def _rows(self, bsz, mats, q0, queries) -> dict:
-        """One chunk of rows: q0, queries [n, 64] -> offsets {key: [B, n, k]}."""
-        xp = self.xp
-        n = q0.shape[0]
-        h = None
-        for li, (lay, (kblk, vo)) in enumerate(zip(self.layers, mats)):
-            if li == 0:
-                s = xp.matmul(q0[None], kblk)                                   # [B, n, 8]
-                resid = queries[None]
-            else:
-                s = xp.matmul((h @ lay["wq_t"] + lay["bq"]).reshape(bsz, n, HIDDEN), kblk)
-                resid = h.reshape(bsz, n, HIDDEN)
-            s = s.reshape(bsz, n, HEADS, NUM_TOKENS)
-            s = xp.exp(s - s.max(axis=-1, keepdims=True))
-            s /= s.sum(axis=-1, keepdims=True)
-            o = xp.matmul(s.reshape(bsz, n, HEADS * NUM_TOKENS), vo)          # [B, n, 64]
-            o += lay["bo"]
-            o += resid
-            h = layer_norm(xp, o.reshape(bsz * n, HIDDEN), lay["n1w"], lay["n1b"])
-            f = h @ lay["f1_t"]
-            f += lay["f1b"]
-            f = relu(xp, f) @ lay["f2_t"]
-            f += lay["f2b"]
-            f += h
-            h = layer_norm(xp, f, lay["n2w"], lay["n2b"])
-        hh = h @ self.h1_t
-        hh += self.h1b
-        xp.maximum(hh, xp.float32(0), out=hh)
-        out = {}
-        width = 2 * HIDDEN
-        for i, (key, (w2, b2)) in enumerate(zip(OFFSET_NAMES, self.h2)):
-            y = hh[:, i * width:(i + 1) * width] @ w2
-            y += b2
-            out[key] = y.reshape(bsz, n, -1)
-        return out
+    o = {k: _f32(xp, offsets[k]) for k in OFFSET_NAMES}
+    dsh = o["dsh"]
+    return {
+        "means": canon["means"] + o["dmu"],
+        "quats": canon["quats"] + o["drot"],
+        "log_scales": canon["log_scales"] + o["dscale"],
+        "opacity_logits": canon["opacity_logits"] + o["dopacity"][..., 0],
+        "sh": canon["sh"] + dsh.reshape(*dsh.shape[:-1], canon["sh"].shape[-2], 3),
+    }
 
 
-class TokenEncoder:
-    """Condition tokens for frames: audio windows + track entries -> tokens [B, 4, 64] (array namespace xp)."""
-
-    def __init__(self, weights: Mapping, xp=np):
-        self.xp = xp
-        self.w = {k: _f32(xp, v) for k, v in weights.items() if not k.startswith("deform.")}
-
-    def audio(self, windows):
-        """windows [B, 15, 2, D] -> [B, 64]."""
-        return audio_token(windows, self.w, self.xp)
-
-    def eye(self, blink):
-        return eye_token(blink, self.w, self.xp)
-
-    def view(self, c2w):
-        return view_token(c2w, self.w, self.xp)
-
-    def tokens(self, audio, blink, c2w):
-        """audio [B, 64], blink [B], c2w [B, 4, 4] -> tokens [B, 4, 64]."""
-        return stack_tokens(audio, self.eye(blink), self.view(c2w), self.w["null"], self.xp)
+def activate(raw: Mapping, xp=np) -> dict:
+    """Raw Gaussians [.., N, ...] -> what a rasterizer takes: means, quats (unnormalised; the rasterizer
+    normalises them), scales = exp(log_scales), opacities = sigmoid(opacity_logits), sh (the rasterizer
+    turns SH into colour). Shapes as `offset_gaussians`' output; opacities [.., N] float32.
+    """
+    # 1 / (1 + exp(-x)) in this order: the player's frames are bit-identical to the ones before this module
+    opac = 1.0 / (1.0 + xp.exp(-raw["opacity_logits"]))
+    return {"means": raw["means"], "quats": raw["quats"], "scales": xp.exp(raw["log_scales"]),
+            "opacities": opac.astype(xp.float32), "sh": raw["sh"]}
 
 
+def apply_offsets(canon: Mapping, offsets: Mapping, xp=np) -> dict:
+    """Canonical Gaussians + offsets -> activated Gaussians (ACTIVATED_KEYS), one frame or a batch.
+
+    canon [N, ...] and offsets [F.., N, ...] as `offset_gaussians`; -> means [F.., N, 3], quats [F.., N, 4],
+    scales [F.., N, 3], opacities [F.., N], sh [F.., N, K, 3], arrays of xp (numpy or CuPy).
+    """
+    return activate(offset_gaussians(canon, offsets, xp), xp)
+
+
+# -- inputs ----------------------------------------------------------------------------------
 def audio_windows(feats: np.ndarray, frames: np.ndarray, total: int | None = None) -> np.ndarray:
     """feats [T', 2, D] (feature frames from index 0), frames [B] -> windows [B, 15, 2, D].
 

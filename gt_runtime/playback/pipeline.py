@@ -7,8 +7,9 @@ overlap thread) lives in a `RenderState` that each session owns.
 
 Frame t: audio token from its feature window, eye token of blink[pp(t)], view token of
 c2w[pp(t)], null; viewmat = inv(c2w[pp(t)]); Gaussians means + dmu, quats + drot,
-exp(log_scales + dscale), sigmoid(opacity_logits + dopacity), sh + dsh; background =
-plate + torso of pp(t); output round(clip(rgb, 0, 1) * 255) as uint8 [H, W, 3].
+exp(log_scales + dscale), sigmoid(opacity_logits + dopacity), sh + dsh
+(`gt_runtime.model.reference.apply_offsets`, on numpy or CuPy); background = plate +
+torso of pp(t); output round(clip(rgb, 0, 1) * 255) as uint8 [H, W, 3].
 
 On CPU the deformation of batch k+1 runs on a worker thread while batch k is
 rasterized (`overlap=True`); both release the GIL (BLAS / ONNX Runtime / the C++
@@ -121,8 +122,7 @@ class FramePipeline:
         self.scene = Scene(bundle)
         g = bundle.gaussians
         self.n = bundle.num_gaussians
-        self.kb = g["sh"].shape[1]
-        self.canon = {k: np.ascontiguousarray(g[k], np.float32) for k in ("means", "quats", "log_scales", "opacity_logits", "sh")}
+        self.canon = {k: np.ascontiguousarray(g[k], np.float32) for k in reference.CANONICAL_KEYS}  # raw, [N, ...]
         enc = reference.TokenEncoder(bundle.weights, np)
         self.eye_tokens = enc.eye(self.scene.blink).astype(np.float32)     # [T_track, 64]
         self.view_tokens = enc.view(self.scene.c2w).astype(np.float32)     # [T_track, 64]
@@ -168,8 +168,9 @@ class FramePipeline:
         t1 = time.perf_counter()
         ti = self.scene.track_index(np.asarray(frames))
         xp = self.xp
-        tokens = xp.stack([xp.asarray(atok, dtype=xp.float32), xp.asarray(self.eye_tokens[ti]),
-                           xp.asarray(self.view_tokens[ti]), xp.broadcast_to(xp.asarray(self.null)[None], (len(frames), 64))], axis=1)
+        # the only per-frame uploads (4 x [B, 64]); the Gaussians stay on the device
+        dev = [xp.asarray(a, dtype=xp.float32) for a in (atok, self.eye_tokens[ti], self.view_tokens[ti], self.null)]
+        tokens = reference.stack_tokens(*dev, xp)
         off = self.engines.deform.infer({"tokens": xp.ascontiguousarray(tokens)})
         t2 = time.perf_counter()
         # Backgrounds (torso PNG decode + composite) are fetched here, on the overlap worker, not in the raster stage.
@@ -198,17 +199,12 @@ class FramePipeline:
 
             _cpu.load()  # libgomp must be loaded before its thread count can be set
             set_omp_threads(self.raster_threads)  # this thread's parallel regions only
-        c = self.canon
-        n, kb = self.n, self.kb
         out = np.empty((len(frames), self.height, self.width, 3), np.uint8)
         for b, t in enumerate(frames):
             ti = int(self.scene.track_index(int(t)))
-            means = c["means"] + off["dmu"][b]
-            quats = c["quats"] + off["drot"][b]
-            scales = np.exp(c["log_scales"] + off["dscale"][b])
-            opac = 1.0 / (1.0 + np.exp(-(c["opacity_logits"] + off["dopacity"][b, :, 0])))
-            sh = c["sh"] + off["dsh"][b].reshape(n, kb, 3)
-            img = rast.rasterize(means, quats, scales, opac.astype(np.float32), sh, self.scene.viewmats[ti], self.K,
+            # frame by frame: one frame's activated Gaussians in cache for the rasterizer
+            g = reference.apply_offsets(self.canon, {k: v[b] for k, v in off.items()}, np)
+            img = rast.rasterize(g["means"], g["quats"], g["scales"], g["opacities"], g["sh"], self.scene.viewmats[ti], self.K,
                                  self.width, self.height, background=bgs[b], backend=self.raster)
             to_uint8(img, out[b])
         return out
@@ -221,14 +217,10 @@ class FramePipeline:
         bg = cp.asarray(np.stack(off["_backgrounds"]))
         off = {k: cp.asarray(v) for k, v in off.items() if k != "_backgrounds"}
         ti = self.scene.track_index(np.asarray(frames))
-        means = d["means"][None] + off["dmu"]
-        quats = d["quats"][None] + off["drot"]
-        scales = cp.exp(d["log_scales"][None] + off["dscale"])
-        opac = 1.0 / (1.0 + cp.exp(-(d["opacity_logits"][None] + off["dopacity"][..., 0])))
-        sh = d["sh"][None] + off["dsh"].reshape(bsz, self.n, self.kb, 3)
+        g = reference.apply_offsets(d, off, cp)                    # the whole batch: [B, N, ...]
         viewmats = cp.asarray(self.scene.viewmats[ti])
         r = state.cuda_rasterizer()
-        img = r.render(means, quats, scales, opac.astype(cp.float32), sh, viewmats, cp.broadcast_to(d["K"], (bsz, 3, 3)),
+        img = r.render(g["means"], g["quats"], g["scales"], g["opacities"], g["sh"], viewmats, cp.broadcast_to(d["K"], (bsz, 3, 3)),
                        self.width, self.height, bg, sh=True)
         u8 = cp.rint(cp.clip(img, 0.0, 1.0) * 255.0).astype(cp.uint8)
         return r.to_host(u8).copy()

@@ -24,8 +24,20 @@ class Timings:
             self.total[stage] += seconds
             self.samples[stage].append(seconds / max(frames, 1))
 
+    def latest(self, stage: str) -> float:
+        """Seconds per frame of `stage`'s most recent record (a frame's share of its batch); 0.0 before any."""
+        with self._lock:
+            v = self.samples.get(stage)
+            return float(v[-1]) if v else 0.0
+
+    def mean(self, stage: str) -> float:
+        """Seconds per rendered frame of `stage` over the stream so far (total / frames); 0.0 before any."""
+        with self._lock:
+            return self.total.get(stage, 0.0) / max(self.frames, 1)
+
     def model_seconds(self) -> float:
-        return sum(self.total[s] for s in MODEL_STAGES)  # composite, front end, encode excluded
+        # .get: reading must not add empty stages, which summary() would then choke on
+        return sum(self.total.get(s, 0.0) for s in MODEL_STAGES)  # composite, front end, encode excluded
 
     def model_fps(self) -> float:
         s = self.model_seconds()

@@ -201,7 +201,9 @@ def test_onnxruntime_chunked_and_other_queries(bundle):
     plain.chunk_rows = 300
     for cmp in compare_runners([_array(bundle, fast=False), fast, plain], feeds, atol=1e-4):
         assert cmp.passed, str(cmp)
-    small = reference.DeformNet(bundle.weights, q, 2, 3, chunk=128)
+    from gt_runtime.engines.array_deform import DeformNet
+
+    small = DeformNet(bundle.weights, q, 2, 3, chunk=128)
     ref = reference.deform_plain(feeds[1]["tokens"], q, bundle.weights, 2, 3)
     out = small(feeds[1]["tokens"])
     assert max(float(np.abs(out[k] - ref[k]).max()) for k in ref) <= 1e-5
