@@ -55,14 +55,16 @@ bench: $(VENV)/.installed
 HOST_PY     = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 HOST_DIR    = build/host
 HOST_CFLAGS = -O2 -g -Wall -Wextra -std=gnu11
+# The library, by job (plugins/host/gt_host_internal.h); its Python half is gt_runtime/host/bridge.py.
+HOST_SRC    = $(addprefix plugins/host/gt_host_,api.c errors.c frames.c handles.c python.c)
 host: $(HOST_DIR)/libgt_host.so $(HOST_DIR)/example_host $(HOST_DIR)/test_host_errors
 
-$(HOST_DIR)/libgt_host.so: plugins/host/gt_host.c plugins/host/gt_host.h plugins/host/pyflags.py
+$(HOST_DIR)/libgt_host.so: $(HOST_SRC) plugins/host/gt_host.h plugins/host/gt_host_internal.h plugins/host/pyflags.py
 	@$(HOST_PY) plugins/host/pyflags.py --check
 	@mkdir -p $(HOST_DIR)
 	$(CC) $(HOST_CFLAGS) -fPIC -shared -fvisibility=hidden $$($(HOST_PY) plugins/host/pyflags.py --cflags) \
 	  -DGT_HOST_DEFAULT_PYTHON='"$(abspath $(VENV))/bin/python"' -DGT_HOST_DEFAULT_PATH='"$(CURDIR)"' \
-	  -o $@ plugins/host/gt_host.c $$($(HOST_PY) plugins/host/pyflags.py --ldflags) -lpthread
+	  -o $@ $(HOST_SRC) $$($(HOST_PY) plugins/host/pyflags.py --ldflags) -lpthread
 
 $(HOST_DIR)/%: plugins/host/%.c plugins/host/gt_host.h $(HOST_DIR)/libgt_host.so
 	$(CC) $(HOST_CFLAGS) -Iplugins/host -o $@ $< -L$(HOST_DIR) -lgt_host -Wl,-rpath,'$$ORIGIN' -lm -lpthread

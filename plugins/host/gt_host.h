@@ -1,7 +1,8 @@
 /*
- * gt_host.h: plain C ABI for embedding the gt runtime in native apps (DESIGN.md section 8).
+ * gt_host.h: plain C ABI for embedding the gt runtime in native apps (docs/ARCHITECTURE.md).
  *
- * libgt_host.so embeds CPython and drives gt_runtime's streaming Session:
+ * libgt_host.so embeds CPython and drives gt_runtime's streaming Session through its
+ * Python half, gt_runtime/host/bridge.py (the C side: plugins/host/gt_host_*.c):
  *
  *     gt_session* s;
  *     if (gt_create("may.gtb", NULL, &s) != GT_OK) { puts(gt_last_error(NULL)); return 1; }
@@ -46,6 +47,17 @@
  *     honoured as by `python` itself.
  *  2. Extra sys.path entries (prepended, ':'-separated): gt_options.python_path, then
  *     $GT_PYTHONPATH, then the source checkout the library was built in.
+ *
+ * The model's contract (gt_runtime/contract.py) is the source of the names used here:
+ *  - Stages: gt_frame_info.ms_<stage> and gt_stats.<stage> report the contract's STAGES
+ *    audio_frontend, audio_encoder, deform, composite, raster; the ABI keeps the name
+ *    `background` for the stage the contract calls "composite" (torso + background plate).
+ *    The mapping is gt_runtime/host/bridge.py's FRAME_STAGES (tests/host/test_bridge.py
+ *    checks it against this header).
+ *  - Settings: GT_PYTHON, GT_PYTHONPATH, GT_ENGINE, GT_RASTER, GT_DEBUG are declared there.
+ *    The library reads GT_PYTHON / GT_PYTHONPATH itself (needed before Python starts);
+ *    GT_ENGINE, GT_RASTER and GT_DEBUG are read by the bridge, from Python's os.environ
+ *    (a copy of the process environment taken when the interpreter started).
  */
 #ifndef GT_HOST_H
 #define GT_HOST_H
@@ -108,7 +120,7 @@ typedef struct gt_frame_info {
     double ms_audio_frontend;      /* resample + mel, mean per frame over the session so far */
     double ms_audio_encoder;       /* audio window -> audio token */
     double ms_deform;              /* deformation network */
-    double ms_background;          /* torso + background plate */
+    double ms_background;          /* torso + background plate: contract stage "composite" */
     double ms_raster;              /* activations + rasterizer + uint8 conversion */
     double ms_wall;                /* wall time the runtime spent producing this frame (the first frame of a batch carries the batch) */
 } gt_frame_info;
@@ -132,7 +144,7 @@ struct gt_stats {
     int64_t frames_queued;         /* rendered, waiting for gt_next_frame */
     double audio_s;                /* audio pushed so far, seconds */
     double model_fps;              /* frames / (audio encoder + deform + raster time) */
-    gt_stage_stats audio_frontend, audio_encoder, deform, background, raster;
+    gt_stage_stats audio_frontend, audio_encoder, deform, background, raster; /* background: contract stage "composite" */
     gt_stage_stats wall;           /* per delivered frame: gt_frame_info.ms_wall */
     char engine[48];               /* e.g. "onnxruntime-fp32", "array-numpy" */
     char raster_backend[16];       /* "cpu", "cuda", "reference" */

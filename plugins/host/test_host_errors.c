@@ -186,6 +186,10 @@ int main(int argc, char** argv) {
     CHECK(gt_stats(s, &stats) == GT_OK && stats.frames_delivered == 25 && stats.frames_dropped == 0 && stats.raster.mean_ms > 0,
           "stats: %lld delivered, raster %.2f ms, wall p99 %.2f ms", (long long)stats.frames_delivered, stats.raster.mean_ms,
           stats.wall.p99_ms);
+    CHECK(stats.audio_frontend.total_ms > 0 && stats.audio_encoder.mean_ms > 0 && stats.deform.mean_ms > 0 && stats.background.mean_ms > 0 &&
+              fi.ms_audio_encoder > 0 && fi.ms_deform > 0 && fi.ms_background > 0 && fi.ms_raster > 0,
+          "every stage timed: encoder %.3f, deform %.3f, background (composite) %.3f, raster %.3f ms per frame", stats.audio_encoder.mean_ms,
+          stats.deform.mean_ms, stats.background.mean_ms, stats.raster.mean_ms);
     CHECK(gt_destroy(s) == GT_OK, "gt_destroy");
     EXPECT_ERR(gt_destroy(s), GT_ERR_INVALID_HANDLE, NULL); /* double destroy is detected */
     EXPECT_ERR(gt_push_audio(s, x, 320, 16000), GT_ERR_INVALID_HANDLE, NULL);

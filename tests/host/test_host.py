@@ -1,4 +1,4 @@
-"""C host API (plugins/host, DESIGN.md section 8): `make host`, then the C programs.
+"""C host API (plugins/host; its Python half gt_runtime/host/bridge.py): `make host`, then the C programs.
 
 - example_host streams a wav in 20 ms chunks through libgt_host.so: ceil(S16k / 640)
   frames, equal to `Player.play` on the same file (bit-exact on the same backend).
@@ -84,6 +84,8 @@ def test_example_matches_player(host, bundle, tmp_path, subtype, sr):
     rows = (out / "timings.csv").read_text().splitlines()
     assert rows[0].startswith("index,pts_s,") and len(rows) == 1 + len(frames)
     assert [float(x.split(",")[1]) for x in rows[1:4]] == [0.0, 0.04, 0.08]
+    stage_ms = np.array([[float(v) for v in x.split(",")[4:8]] for x in rows[1:]])  # encoder, deform, background, raster
+    assert np.all(stage_ms > 0), stage_ms[:3]  # background: the contract's "composite", mapped by the bridge
     assert "lookahead: 247.5 ms" in r.stdout and f"frames: {len(frames)}" in r.stdout
 
     player = Player(bundle)
@@ -106,6 +108,20 @@ def test_example_bad_input(host, bundle, tmp_path):
         assert r.returncode == 2, r.stdout + r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_bridge_not_importable(host, bundle, tmp_path):
+    """A gt_runtime without the bridge (here: one whose import fails) -> GT_ERR_PYTHON, one line with the fix."""
+    fake = tmp_path / "fake" / "gt_runtime"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('numpy is missing in this interpreter')\n")
+    wav = tmp_path / "s.wav"
+    sf.write(wav, speech(0.2, 16000), 16000, subtype="PCM_16")
+    r = subprocess.run([str(host / "example_host"), str(bundle), str(wav), str(tmp_path / "o")], capture_output=True, text=True,
+                       env=_env(GT_PYTHONPATH=str(fake.parent), PYTHONPATH=""), timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "GT_ERR_PYTHON" in lines[0] and "numpy is missing" in lines[0] and "GT_PYTHONPATH" in lines[0], r.stderr
 
 
 def test_bad_calls_and_edge_cases(host, bundle):
