@@ -2,7 +2,8 @@
 
 queries q [N, 64] attend to tokens c [B, 4, 64] through L post-norm layers, then 5 MLP
 heads give the raw-space offsets dmu [B, N, 3], drot [B, N, 4], dscale [B, N, 3],
-dsh [B, N, 3K], dopacity [B, N, 1].
+dsh [B, N, 3K], dopacity [B, N, 1]. Tested against the array reference
+`gt_runtime.model.reference.deform_plain` (tests/train/test_torch_vs_reference.py).
 """
 from __future__ import annotations
 
@@ -11,19 +12,18 @@ import math
 import torch
 from torch import nn
 
+from gt_runtime.contract import HEAD_HIDDEN, HEAD_NAMES, HEADS, HIDDEN, LN_EPS, head_dims
 from gt_train.model.canonical import small_linear
-
-HEADS = (("mu", 3), ("rot", 4), ("scale", 3), ("sh", None), ("opacity", 1))  # sh: 3K
 
 
 class CrossAttentionLayer(nn.Module):
     """deform.layers.{l}: q, k, v, o (Linear(64, 64)), norm1, norm2 (LayerNorm 64), ffn1 (64->128), ffn2 (128->64)."""
 
-    def __init__(self, d: int = 64, heads: int = 2, ffn: int = 128):
+    def __init__(self, d: int = HIDDEN, heads: int = HEADS, ffn: int = 2 * HIDDEN):
         super().__init__()
         self.h, self.dh = heads, d // heads
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-        self.norm1, self.norm2 = nn.LayerNorm(d, eps=1e-5), nn.LayerNorm(d, eps=1e-5)
+        self.norm1, self.norm2 = nn.LayerNorm(d, eps=LN_EPS), nn.LayerNorm(d, eps=LN_EPS)
         self.ffn1, self.ffn2 = nn.Linear(d, ffn), nn.Linear(ffn, d)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,14 +56,13 @@ class Head(nn.Module):
 class DeformationNetwork(nn.Module):
     """(tokens [B, 4, 64], queries [N, 64]) -> (dmu, drot, dscale, dsh [B, N, 3K], dopacity [B, N, 1], attn [B, L, heads, N, 4])."""
 
-    def __init__(self, d: int = 64, num_layers: int = 2, heads: int = 2, ffn: int = 128, head_width: int = 128,
-                 sh_degree: int = 3, gain: float = 0.1):
+    def __init__(self, d: int = HIDDEN, num_layers: int = 2, heads: int = HEADS, ffn: int = 2 * HIDDEN,
+                 head_width: int = HEAD_HIDDEN, sh_degree: int = 3, gain: float = 0.1):
         super().__init__()
-        self.K = (sh_degree + 1) ** 2
         self.layers = nn.ModuleList([CrossAttentionLayer(d, heads, ffn) for _ in range(num_layers)])
         # dmu is in metres (a head is ~0.2 m): its head starts 10x smaller than the others
-        self.heads = nn.ModuleDict({name: Head(d, head_width, 3 * self.K if k is None else k, gain * (0.1 if name == "mu" else 1.0))
-                                    for name, k in HEADS})
+        self.heads = nn.ModuleDict({name: Head(d, head_width, k, gain * (0.1 if name == "mu" else 1.0))
+                                    for name, k in head_dims(sh_degree).items()})
 
     def forward(self, tokens: torch.Tensor, queries: torch.Tensor):
         B = tokens.shape[0]
@@ -73,8 +72,8 @@ class DeformationNetwork(nn.Module):
             h, A = layer(h, tokens)
             attn.append(A)
         # the 5 heads' fc1 as one Linear(64, 640) (same function, one GEMM)
-        w1 = torch.cat([self.heads[name].fc1.weight for name, _ in HEADS], 0)
-        b1 = torch.cat([self.heads[name].fc1.bias for name, _ in HEADS], 0)
-        z = torch.relu(torch.nn.functional.linear(h, w1, b1)).split([self.heads[name].fc1.out_features for name, _ in HEADS], -1)
-        outs = tuple(self.heads[name].fc2(zi) for (name, _), zi in zip(HEADS, z))
+        w1 = torch.cat([self.heads[name].fc1.weight for name in HEAD_NAMES], 0)
+        b1 = torch.cat([self.heads[name].fc1.bias for name in HEAD_NAMES], 0)
+        z = torch.relu(torch.nn.functional.linear(h, w1, b1)).split([self.heads[name].fc1.out_features for name in HEAD_NAMES], -1)
+        outs = tuple(self.heads[name].fc2(zi) for name, zi in zip(HEAD_NAMES, z))
         return (*outs, torch.stack(attn, 1))

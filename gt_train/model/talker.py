@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gt_runtime.contract import GAUSSIAN_KEYS, sh_bases
 from gt_train.config import ModelConfig
 from gt_train.model.canonical import CanonicalMLP
 from gt_train.model.deform import DeformationNetwork
@@ -42,6 +43,8 @@ def apply_offsets(canon: dict, dmu, drot, dscale, dsh, dopacity) -> dict:
     """Raw canonical attributes (unbatched, [N, ...]) + offsets [B, N, ...] -> raw deformed attributes [B, N, ...].
 
     means + dmu, quats + drot, log_scales + dscale, sh + dsh.reshape(B, N, K, 3), opacity_logits + dopacity[..., 0].
+    The torch form (autograd) of `gt_runtime.model.reference.offset_gaussians`, tested against it; the
+    activations (exp, sigmoid) are the renderer's (gt_train.render).
     """
     B, N = dmu.shape[:2]
     K = canon["sh"].shape[1]
@@ -61,7 +64,7 @@ class GaussianTalker(nn.Module):
         super().__init__()
         self.cfg = cfg
         points = np.asarray(points, np.float32)
-        self.K = (cfg.sh_degree + 1) ** 2
+        self.K = sh_bases(cfg.sh_degree)
         self.gaussians = GaussianPoints(points)
         lo, hi = (points.min(0), points.max(0)) if aabb is None else (np.asarray(aabb[0]), np.asarray(aabb[1]))
         self.triplane = Triplane(lo, hi, cfg.triplane_channels, cfg.triplane_resolutions)
@@ -134,8 +137,7 @@ class GaussianTalker(nn.Module):
         """-> frozen canonical Gaussians (raw) as float32 numpy: means [N, 3], quats [N, 4], log_scales [N, 3],
         opacity_logits [N], sh [N, K, 3], queries [N, 64] (triplane features of the final canonical means)."""
         c = self.canonical()
-        return {k: c[k].detach().float().cpu().numpy().copy()
-                for k in ("means", "quats", "log_scales", "opacity_logits", "sh", "queries")}
+        return {k: c[k].detach().float().cpu().numpy().copy() for k in GAUSSIAN_KEYS}
 
     @classmethod
     def from_state_dict(cls, cfg: ModelConfig, state: dict) -> "GaussianTalker":

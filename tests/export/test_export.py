@@ -108,10 +108,14 @@ def test_onnx_io_contract(exported):
 
 
 def test_onnx_fp32_matches_torch_dynamic_shapes(exported):
-    """Torch vs ONNX FP32 <= 1e-4 on every offset (random tokens, several B and N) and the audio token."""
+    """Torch and the array reference (gt_runtime.model.reference, on the bundle's weights) vs ONNX FP32
+    <= 1e-4 on every offset (random tokens, several B and N) and the audio token."""
     import onnxruntime as ort
 
+    from gt_runtime.model.reference import audio_token, deform_plain
+
     _, model, out = exported
+    b = Bundle.open(out)
     sd = ort.InferenceSession(str(out / "deform.onnx"), providers=["CPUExecutionProvider"])
     sa = ort.InferenceSession(str(out / "audio_encoder.onnx"), providers=["CPUExecutionProvider"])
     q = model.export_arrays()["queries"]
@@ -121,13 +125,15 @@ def test_onnx_fp32_matches_torch_dynamic_shapes(exported):
         got = sd.run(None, {"tokens": tokens, "queries": q[:n]})
         with torch.no_grad():
             ref = model.deform(torch.from_numpy(tokens), torch.from_numpy(q[:n]))[:5]
-        for g, r in zip(got, ref):
-            assert g.shape == tuple(r.shape)
-            assert np.abs(g - r.numpy()).max() <= 1e-4
+        plain = deform_plain(tokens, q[:n], b.weights, b.num_layers, b.sh_degree)
+        for g, r, p in zip(got, ref, plain.values()):
+            assert g.shape == tuple(r.shape) == p.shape
+            assert np.abs(g - r.numpy()).max() <= 1e-4 and np.abs(g - p).max() <= 1e-4
         win = rng.standard_normal((bsz, 15, 2, 80)).astype(np.float32)
         (tok,) = sa.run(None, {"audio_window": win})
         with torch.no_grad():
             assert np.abs(tok - model.audio(torch.from_numpy(win)).numpy()).max() <= 1e-4
+        assert np.abs(tok - audio_token(win, b.weights)).max() <= 1e-4
 
 
 def test_parity_in_manifest(exported):
