@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from gt_runtime.contract import DEBUG
+from gt_runtime.contract import DEBUG, QUIET
 
 app = typer.Typer(
     name="gt",
@@ -57,7 +57,7 @@ def sample_preview(
 def train_cmd(
     data: Path = typer.Argument(..., help="Identity dataset directory (from `gt preprocess` or `gt sample synthetic`)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run directory: checkpoints/, config.json, val/, curves.png, metrics.json."),
-    preset: str = typer.Option("paper", help="paper (512², 50k Gaussians, 8k + 8k it), cpu-small (256², 20k) or test-tiny (64², 3k)."),
+    preset: str = typer.Option("auto", help="auto (paper on a CUDA GPU, cpu-small otherwise), paper (512², 50k Gaussians, 8k + 8k it), cpu-small (256², 20k) or test-tiny (64², 3k)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in RUN (same settings)."),
     iterations_canonical: Optional[int] = typer.Option(None, help="Canonical-stage iterations (schedules scale with it)."),
     iterations_deform: Optional[int] = typer.Option(None, help="Deformation-stage iterations."),
@@ -66,11 +66,17 @@ def train_cmd(
     threads: int = typer.Option(1, help="CPU threads of torch and the C++ rasterizer. 1 is bit-reproducible; more threads change the backward's summation order."),
 ):
     """Train a GaussianTalker on an identity: canonical stage, then deformation stage."""
-    from gt_train.config import TrainConfig
+    from gt_runtime.errors import require
+
+    require("torch", "gt train")
+    from gt_train.config import TrainConfig, resolve_preset
     from gt_train.trainer import train
 
+    name, why = resolve_preset(preset, device, out if resume else None)
+    if why and not QUIET.on():
+        typer.echo(f"gt train: preset {name} ({why}; choose with --preset)", err=True)
     over = {k: v for k, v in (("iterations_canonical", iterations_canonical), ("iterations_deform", iterations_deform)) if v is not None}
-    cfg = TrainConfig.from_preset(preset, data=data, out=out, resume=resume, seed=seed, device=device, threads=threads, **over)
+    cfg = TrainConfig.from_preset(name, data=data, out=out, resume=resume, seed=seed, device=device, threads=threads, **over)
     typer.echo(f"wrote {train(cfg)}")
 
 
@@ -192,16 +198,37 @@ def viz_cmd(
     typer.echo(f"wrote {len(res['files'])} files in {out}")
 
 
+def _command(argv: list[str] | None) -> str:
+    """The subcommand as typed, for messages: ['sample', 'synthetic', '-o', 'x'] -> 'gt sample synthetic'."""
+    words = []
+    for a in (sys.argv[1:] if argv is None else argv):
+        if a.startswith("-") or len(words) == (2 if words[:1] == ["sample"] else 1):
+            break
+        words.append(a)
+    return " ".join(["gt", *words])
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: InputError becomes one line on stderr and exit code 2; usage errors exit 2 (click)."""
-    from gt_runtime.errors import InputError
+    """Entry point: InputError becomes one line on stderr and exit code 2; usage errors exit 2 (click).
+
+    A missing optional package is an InputError too: `require` raises it at the import, and a
+    module-level import of a known optional package (torch in gt_train) is turned into the same line.
+    """
+    from gt_runtime.errors import InputError, MissingDependencyError, from_import_error
 
     try:
         app(args=argv)  # standalone: click prints usage errors itself and exits 2
+    except MissingDependencyError as exc:
+        print(f"gt: {exc}", file=sys.stderr)
+        sys.exit(2)
     except InputError as exc:
         print(f"gt: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:
+        dep = from_import_error(exc, _command(argv)) if isinstance(exc, ImportError) else None
+        if dep is not None:
+            print(f"gt: {dep}", file=sys.stderr)
+            sys.exit(2)
         if DEBUG.on():
             raise
         print(f"gt: internal error: {type(exc).__name__}: {exc} (set GT_DEBUG=1 for the traceback)", file=sys.stderr)

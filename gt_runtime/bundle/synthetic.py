@@ -98,7 +98,7 @@ def toy_frontend_onnx(spec=None, dim: int = 16, seed: int = 0) -> bytes:
     from gt_runtime.audio.frontend import ONNX_INPUT, ONNX_OUTPUT
     from gt_runtime.errors import require
 
-    onnx = require("onnx", "export")
+    onnx = require("onnx", "a synthetic bundle")
     from onnx import TensorProto, helper, numpy_helper
 
     spec = spec or BlockSpec()

@@ -41,14 +41,14 @@ def slug(text: str) -> str:
 def device_key(precision: str, gpu_name: str | None = None, sm: int | None = None, trt_version: str | None = None) -> dict:
     """The engine key of this machine: {"gpu", "sm", "trt", "precision"} (queries CuPy/TensorRT for what is not given)."""
     if gpu_name is None or sm is None:
-        cp = require("cupy", "gpu")
+        cp = require("cupy", "engine tensorrt")
         dev = cp.cuda.Device()
         props = cp.cuda.runtime.getDeviceProperties(dev.id)
         name = props["name"]
         gpu_name = name.decode() if isinstance(name, bytes) else str(name)
         sm = int(props["major"]) * 10 + int(props["minor"])
     if trt_version is None:
-        trt_version = require("tensorrt", "gpu").__version__
+        trt_version = require("tensorrt", "engine tensorrt").__version__
     return {"gpu": slug(gpu_name), "sm": int(sm), "trt": str(trt_version), "precision": precision}
 
 
@@ -105,7 +105,7 @@ def engines_dir(bundle) -> Path:
 def build_plan(onnx_path: str | Path, plan_path: str | Path, key: dict, n: int, max_batch: int = DEFAULT_MAX_BATCH,
                opt_batch: int = 1, timing_cache: str | Path | None = None) -> dict:
     """Build a strongly typed TensorRT engine from an ONNX deform graph -> its metadata (plan + JSON written)."""
-    trt = require("tensorrt", "gpu")
+    trt = require("tensorrt", "engine tensorrt")
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -178,8 +178,8 @@ class TrtDeformRunner(Runner):
         self._run_lock = threading.Lock()
 
     def activate_impl(self):
-        trt = require("tensorrt", "gpu")
-        cp = require("cupy", "gpu")
+        trt = require("tensorrt", "engine tensorrt")
+        cp = require("cupy", "engine tensorrt")
         self.trt, self.cp = trt, cp
         key = device_key(self.precision)
         if self.plan_path is not None:

@@ -117,7 +117,7 @@ def view_encoding(c2w, xp=np):
 
 
 def mlp2(x, w: Mapping, prefix: str, xp=np):
-    """prefix.0: Linear, ReLU, prefix.2: Linear."""
+    """x [B, in] -> [B, 64]: prefix.0 Linear, ReLU, prefix.2 Linear."""
     h = relu(xp, linear(x, w[f"{prefix}.0.weight"], w[f"{prefix}.0.bias"]))
     return linear(h, w[f"{prefix}.2.weight"], w[f"{prefix}.2.bias"])
 
@@ -151,9 +151,11 @@ class TokenEncoder:
         return audio_token(windows, self.w, self.xp)
 
     def eye(self, blink):
+        """blink [B] -> [B, 64]."""
         return eye_token(blink, self.w, self.xp)
 
     def view(self, c2w):
+        """c2w [B, 4, 4] -> [B, 64]."""
         return view_token(c2w, self.w, self.xp)
 
     def tokens(self, audio, blink, c2w):
