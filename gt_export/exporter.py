@@ -38,7 +38,7 @@ import numpy as np
 from gt_export.config import ExportConfig
 from gt_runtime.bundle import Bundle, sha256_file, update_manifest, weight_shapes, write_bundle
 from gt_runtime.contract import AUDIO_FRONTEND_ONNX, AUDIO_ONNX, DEFORM_ONNX
-from gt_runtime.errors import InputError
+from gt_runtime.errors import InputError, require
 from gt_runtime.util.staging import commit_dir, staging_dir
 
 
@@ -209,7 +209,7 @@ def build_engine(bundle_path: Path, precision: str, max_batch: int) -> Path:
     Uses gt_runtime.engines.trt_engine.build_plan (strongly typed network, B/N profile,
     timing cache); adds the driver and CUDA runtime versions to the engine JSON.
     """
-    import cupy as cp
+    cp = require("cupy", "TensorRT engine build")
 
     from gt_runtime.engines import trt_engine
 
@@ -241,6 +241,8 @@ def _check_out(cfg: ExportConfig) -> None:
 
 def export(cfg: ExportConfig) -> Path:
     """Export cfg.run to the bundle cfg.out -> its path (see the module docstring)."""
+    for module in ("torch", "onnx") + (("onnxconverter_common",) if cfg.fp16 else ()) + (("onnxruntime",) if cfg.int8 else ()):
+        require(module, "gt export")  # before any work
     from gt_export.graph_check import check_graph
     from gt_train.data.format import load_identity, working_camera
 

@@ -43,7 +43,7 @@ class GraphCheckError(InputError):
 
 def _walk(graph, functions: dict):
     """Yield (domain, op_type) of every node in graph, its subgraphs and the local functions it calls."""
-    onnx = require("onnx", "export")
+    onnx = require("onnx", "gt export")
     seen_fn = set()
     stack = [graph]
     while stack:
@@ -79,7 +79,7 @@ def check_graph(model, name: str) -> set[str]:
 
     model: onnx.ModelProto, or a path / bytes of one.
     """
-    onnx = require("onnx", "export")
+    onnx = require("onnx", "gt export")
     if isinstance(model, (bytes, bytearray)):
         model = onnx.load_from_string(bytes(model))
     elif not hasattr(model, "graph"):

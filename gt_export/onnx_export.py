@@ -19,8 +19,8 @@ _EXAMPLE_B, _EXAMPLE_N = 3, 37
 
 
 def _modules():
-    import torch
-    from torch import nn
+    torch = require("torch", "gt export")
+    nn = torch.nn
 
     class DeformGraph(nn.Module):
         """model.deform without the attention output: (tokens [B,4,64], queries [N,64]) -> 5 offsets."""
@@ -52,7 +52,7 @@ def _dims(vi) -> list:
 
 def check_io(model, inputs: dict[str, list], outputs: dict[str, list], where: str) -> None:
     """Assert the graph's I/O names, float32 dtype and shapes (str = any symbolic dim, int = that size)."""
-    onnx = require("onnx", "export")
+    onnx = require("onnx", "gt export")
     for kind, got_list, want in (("input", model.graph.input, inputs), ("output", model.graph.output, outputs)):
         got = {v.name: v for v in got_list}
         if list(got) != list(want):

@@ -42,8 +42,8 @@ def fp16_block_list(model) -> list[str]:
 
 def to_fp16(model):
     """FP32 ModelProto -> mixed-precision ModelProto (FP32 I/O; see the module docstring)."""
-    onnx = require("onnx", "export")
-    require("onnxconverter_common", "export")
+    onnx = require("onnx", "gt export")
+    require("onnxconverter_common", "gt export")
     from onnxconverter_common import float16
 
     unnamed = [i for i, n in enumerate(model.graph.node) if not n.name]
@@ -62,8 +62,8 @@ def to_fp16(model):
 
 def to_int8(model, per_channel: bool = False, weight_type: str = "uint8") -> bytes:
     """FP32 ModelProto -> ONNX Runtime dynamic INT8 model bytes. weight_type: "uint8" | "int8"."""
-    onnx = require("onnx", "export")
-    require("onnxruntime", "export")
+    onnx = require("onnx", "gt export")
+    require("onnxruntime", "gt export")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()

@@ -1,9 +1,10 @@
 """Training configs (DESIGN.md section 4): one dataclass for the model, one for training, named presets.
 
 Every size and rate is a field whose default is the paper's value (the `paper` preset).
-`TrainConfig.preset(name, data=..., out=...)` builds the `paper`, `cpu-small` or
+`TrainConfig.from_preset(name, data=..., out=...)` builds the `paper`, `cpu-small` or
 `test-tiny` config; the schedules (densification window, SH growth, LR decay) of the
-smaller presets are the paper's, scaled to their iteration counts.
+smaller presets are the paper's, scaled to their iteration counts. `auto` (the default of
+`gt train`) is `paper` on a CUDA GPU and `cpu-small` otherwise.
 
 The config is saved as JSON beside the checkpoints (`RUN/config.json`) and inside
 every checkpoint, and `--resume` refuses a config that differs where it matters.
@@ -17,6 +18,29 @@ from pathlib import Path
 from gt_runtime.errors import InputError
 
 PRESETS = ("paper", "cpu-small", "test-tiny")
+
+
+def resolve_preset(name: str, device: str = "auto", resume_run: Path | None = None) -> tuple[str, str]:
+    """'auto' -> (preset, why): the resumed run's own preset, else 'paper' when training runs on a CUDA GPU,
+    else 'cpu-small' (the paper's 512^2 x 50k takes days on a CPU). Any other name -> (name, "")."""
+    if name != "auto":
+        return name, ""
+    saved = Path(resume_run) / "config.json" if resume_run is not None else None
+    if saved is not None and saved.is_file():
+        try:
+            preset = json.loads(saved.read_text()).get("preset")
+        except (OSError, ValueError):
+            preset = None
+        if preset in PRESETS:
+            return preset, f"the preset of {resume_run}"
+    if device == "cpu":
+        return "cpu-small", "--device cpu"
+    if device == "cuda":
+        return "paper", "--device cuda"
+    from gt_runtime.errors import require
+
+    gpu = require("torch", "gt train").cuda.is_available()
+    return ("paper", "a CUDA GPU") if gpu else ("cpu-small", "no CUDA GPU")
 
 
 @dataclass
@@ -119,12 +143,13 @@ class TrainConfig:
     # ---- presets ------------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "TrainConfig":
-        """-> the named preset with overrides (e.g. data=..., out=..., iterations_canonical=...).
+        """-> the named preset ('auto': see `resolve_preset`) with overrides (e.g. data=..., out=..., iterations_canonical=...).
 
         Overriding the iteration counts rescales the preset's schedules to them.
         """
-        if name not in PRESETS:
-            raise InputError(f"--preset {name!r} | expected one of {', '.join(PRESETS)}")
+        if name not in PRESETS and name != "auto":
+            raise InputError(f"--preset {name!r} | expected auto or one of {', '.join(PRESETS)}")
+        name, _ = resolve_preset(name, overrides.get("device", "auto"), overrides.get("out") if overrides.get("resume") else None)
         base = cls(preset=name)
         if name == "cpu-small":
             base = replace(base, resolution=256, max_gaussians=20_000, max_init_points=10_000,

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gt_runtime.errors import InputError
+from gt_runtime.errors import InputError, require
 from gt_train import metrics as M
 
 
@@ -71,7 +71,7 @@ class RunRenderer:
     """Frames of a run's torch model: render(t, window=None, track=None) -> [H, W, 3] float32 in [0, 1]."""
 
     def __init__(self, run: Path, data: Path):
-        import torch
+        torch = require("torch", "gt eval of a run")
 
         from gt_train.checkpoint import load_model
         from gt_train.dataset import TrainData

@@ -1,42 +1,28 @@
-"""Image losses (DESIGN.md section 4): L1, D-SSIM (3DGS: gaussian window 11, sigma 1.5), lip-box L1, optional LPIPS."""
+"""Image losses (DESIGN.md section 4): L1, D-SSIM (pytorch_msssim: gaussian window 11, sigma 1.5), lip-box L1, optional LPIPS."""
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from gt_runtime.errors import InputError
+from gt_runtime.errors import InputError, require
+
+pytorch_msssim = require("pytorch_msssim", "gt train (D-SSIM loss)")
 
 
 def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).abs().mean()
 
 
-@lru_cache(maxsize=4)
-def _gauss1d(size: int, sigma: float, device: str) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float32) - size // 2
-    g = torch.exp(-x * x / (2 * sigma * sigma))
-    return (g / g.sum()).to(device)
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a, b [H, W, 3] in [0, 1], H, W >= 11 -> mean SSIM, differentiable (pytorch_msssim.ssim).
 
-
-def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable gaussian blur with zero padding of x [1, C, H, W] (= the 2-D 11x11 window of 3DGS)."""
-    C, k = x.shape[1], g.numel()
-    x = F.conv2d(x, g.view(1, 1, 1, k).expand(C, 1, 1, k), padding=(0, k // 2), groups=C)
-    return F.conv2d(x, g.view(1, 1, k, 1).expand(C, 1, k, 1), padding=(k // 2, 0), groups=C)
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """a, b [H, W, 3] in [0, 1] -> mean SSIM (3DGS: gaussian window 11, sigma 1.5, zero padding, C1 = 0.01^2, C2 = 0.03^2)."""
-    x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]
-    g = _gauss1d(size, sigma, str(a.device))
-    mu_x, mu_y, exx, eyy, exy = _blur(torch.cat([x, y, x * x, y * y, x * y], 1), g).split(3, 1)
-    sxx, syy, sxy = exx - mu_x ** 2, eyy - mu_y ** 2, exy - mu_x * mu_y
-    C1, C2 = 0.01 ** 2, 0.03 ** 2
-    m = ((2 * mu_x * mu_y + C1) * (2 * sxy + C2)) / ((mu_x ** 2 + mu_y ** 2 + C1) * (sxx + syy + C2))
-    return m.mean()
+    Gaussian window 11, sigma 1.5, K = (0.01, 0.03), data range 1, averaged over the window
+    positions inside the image (no padding). The 3DGS loss zero-pads instead; the two differ
+    only in the 5-pixel border. `gt_train.metrics.ssim` (scikit-image) is the same function.
+    """
+    return pytorch_msssim.ssim(a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None], data_range=1.0,
+                               win_size=11, win_sigma=1.5)
 
 
 def dssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

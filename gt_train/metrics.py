@@ -2,9 +2,9 @@
 
 Images are [H, W, 3] float in [0, 1] (uint8 is accepted and divided by 255).
 
-- `psnr(a, b)`: 10 log10(1 / MSE) in dB; identical images -> inf.
-- `ssim(a, b)`: the 3DGS SSIM (gaussian window 11, sigma 1.5, zero padding, C1 = 0.01^2,
-  C2 = 0.03^2), the same function as `gt_train.losses.ssim`, in numpy; identical -> 1.
+- `psnr(a, b)`: 10 log10(1 / MSE) in dB (scikit-image); identical images -> inf.
+- `ssim(a, b)`: scikit-image's gaussian SSIM (window 11, sigma 1.5, C1 = 0.01^2, C2 = 0.03^2,
+  the 5-pixel border excluded), the same function as `gt_train.losses.ssim`; identical -> 1.
 - `LpipsMetric(weights)`: LPIPS(alex) from a local state dict (`gt_train.losses.LPIPS`);
   never downloads anything.
 - `lmd(pred [T, 68, 2], gt [T, 68, 2])`: landmark distance over the mouth points (iBUG-68
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.errors import require
 from gt_train.data.format import MOUTH
 
 
@@ -38,45 +39,32 @@ def _f(img) -> np.ndarray:
 
 
 def psnr(a, b, peak: float = 1.0) -> float:
-    """a, b [H, W, 3] in [0, 1] -> PSNR dB (inf when identical)."""
-    mse = float(np.mean((_f(a) - _f(b)) ** 2))
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(peak * peak / mse)
-
-
-def _gauss1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
-    x = np.arange(size, dtype=np.float64) - size // 2
-    g = np.exp(-x * x / (2 * sigma * sigma))
-    return g / g.sum()
-
-
-def _blur(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Separable zero-padded blur of x [H, W, C] (same as the 3DGS conv2d with padding k // 2)."""
-    from scipy.ndimage import correlate1d
-
-    x = correlate1d(x, g, axis=0, mode="constant", cval=0.0)
-    return correlate1d(x, g, axis=1, mode="constant", cval=0.0)
-
-
-def ssim(a, b, size: int = 11, sigma: float = 1.5) -> float:
-    """a, b [H, W, 3] in [0, 1] -> mean SSIM (3DGS window; equals gt_train.losses.ssim)."""
+    """a, b [H, W, 3] in [0, 1] -> PSNR dB (scikit-image; inf when identical)."""
     x, y = _f(a), _f(b)
-    g = _gauss1d(size, sigma)
-    mu_x, mu_y = _blur(x, g), _blur(y, g)
-    sxx = _blur(x * x, g) - mu_x ** 2
-    syy = _blur(y * y, g) - mu_y ** 2
-    sxy = _blur(x * y, g) - mu_x * mu_y
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    m = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
-    return float(m.mean())
+    if np.array_equal(x, y):
+        return math.inf  # scikit-image divides by a zero MSE (a warning) to get there
+    return float(_skm().peak_signal_noise_ratio(x, y, data_range=peak))
+
+
+def ssim(a, b) -> float:
+    """a, b [H, W, 3] in [0, 1], H, W >= 11 -> mean SSIM (scikit-image; equals gt_train.losses.ssim).
+
+    Gaussian window 11, sigma 1.5, population covariances, C1 = 0.01^2, C2 = 0.03^2, averaged
+    over the pixels at least 5 from the border (where the window fits).
+    """
+    return float(_skm().structural_similarity(_f(a), _f(b), data_range=1.0, channel_axis=-1, gaussian_weights=True,
+                                              sigma=1.5, use_sample_covariance=False))
+
+
+def _skm():
+    return require("skimage.metrics", "PSNR / SSIM")
 
 
 class LpipsMetric:
     """LPIPS(alex) from a local state dict (no download). __call__(a, b) -> float."""
 
     def __init__(self, weights: str | Path):
-        import torch
+        torch = require("torch", "LPIPS")
 
         from gt_train.losses import LPIPS
 

@@ -39,8 +39,8 @@ def export_module(module, args, input_names, output_names, dynamic: dict[str, di
 
     Raises RuntimeError naming both exporters' errors when neither works.
     """
-    torch = require("torch", "train")
-    onnx = require("onnx", "export")
+    torch = require("torch", "ONNX export")
+    onnx = require("onnx", "ONNX export")
     module = module.eval()
     dynamic = dynamic or {}
     errors = []

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from gt_runtime import contract
-from gt_runtime.errors import InputError
+from gt_runtime.errors import InputError, require
 from gt_train.checkpoint import checkpoint_dir, checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from gt_train.config import TrainConfig
 from gt_train.dataset import Frame, TrainData
+from gt_train.eta import StageEta
 from gt_train.losses import LPIPS, dssim, l1, lip_l1, psnr, ssim
 from gt_train.metrics import corr, mouth_openness
 from gt_train.model import GaussianTalker
@@ -311,10 +312,8 @@ class Trainer:
         return path
 
     def plot_curves(self) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        require("matplotlib", "gt train (curves.png)").use("Agg")
+        plt = require("matplotlib.pyplot", "gt train (curves.png)")
 
         h = self.history
         fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -352,7 +351,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save_json(self.run_dir / "config.json")
         total = cfg.total_iterations
-        bar = _Bar(total, self.done, self.quiet)
+        bar = _Bar(total, self.done, self.quiet, cfg.iterations_canonical)
         try:
             # the thread count is part of the result: the rasterizer's backward sums per-thread buffers
             with bar, _compute_threads(cfg.threads):
@@ -418,44 +417,45 @@ def _say(msg: str, quiet: bool) -> None:
 
 
 class _Bar:
-    """Rich progress bar: stage, loss, PSNR, Gaussian count, it/s, ETA (silent with GT_QUIET=1)."""
+    """Rich progress bar: stage, loss, PSNR, Gaussian count, the stage's it/s, ETA (gt_train.eta; silent with GT_QUIET=1)."""
 
-    def __init__(self, total: int, start: int, quiet: bool):
+    def __init__(self, total: int, start: int, quiet: bool, iterations_canonical: int):
         self.total, self.start, self.quiet = total, start, quiet
-        self.t0 = time.perf_counter()
+        self.eta = StageEta(iterations_canonical, total)
+        self.eta.record(start, time.perf_counter())
 
     def __enter__(self):
         self.plain = not self.quiet and not sys.stderr.isatty()  # a log file: one plain line per 1 % instead
         if self.quiet or self.plain:
             return self
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.p = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]} psnr {task.fields[psnr]} N {task.fields[num]} {task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"),
             console=Console(file=sys.stderr), refresh_per_second=4,
         )
         self.p.__enter__()
-        self.task = self.p.add_task("train", total=self.total, completed=self.start, loss="-", psnr="-", num="-", rate="")
+        self.task = self.p.add_task("train", total=self.total, completed=self.start, loss="-", psnr="-", num="-", rate="", eta="-")
         return self
 
     def update(self, info: dict) -> None:
         if self.quiet:
             return
-        n = info["iteration"] - self.start
-        rate = n / max(1e-9, time.perf_counter() - self.t0)
+        it = info["iteration"]
+        self.eta.record(it, time.perf_counter())
+        rate, left = self.eta.rate(it) or 0.0, self.eta.remaining(it)
+        eta = "-" if left is None else f"{left / 60:.1f} min"
         if self.plain:
-            it = info["iteration"]
             if it % max(1, self.total // 100) == 0 or it == self.total:
-                eta = (self.total - it) / max(rate, 1e-9)
                 val = f" val_psnr {info['val_psnr']:.2f}" if "val_psnr" in info else ""
                 print(f"{info['stage']} {it}/{self.total} loss {info['loss']:.4f} psnr {info['psnr']:.2f}{val} "
-                      f"N {info['num_gaussians']} {rate:.2f} it/s eta {eta / 60:.1f} min", file=sys.stderr, flush=True)
+                      f"N {info['num_gaussians']} {rate:.2f} it/s eta {eta}", file=sys.stderr, flush=True)
             return
-        self.p.update(self.task, completed=info["iteration"], description=info["stage"], loss=f"{info['loss']:.4f}",
-                      psnr=f"{info['psnr']:.2f}", num=str(info["num_gaussians"]), rate=f"{rate:.1f} it/s")
+        self.p.update(self.task, completed=it, description=info["stage"], loss=f"{info['loss']:.4f}",
+                      psnr=f"{info['psnr']:.2f}", num=str(info["num_gaussians"]), rate=f"{rate:.1f} it/s", eta=eta)
 
     def __exit__(self, *exc):
         if not self.quiet and not self.plain:

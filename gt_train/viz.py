@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from gt_runtime.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from gt_runtime.errors import InputError
+from gt_runtime.errors import InputError, require
 
 TOKENS = ("audio", "eye", "view", "null")
 PLANE_NAMES = ("xy", "xz", "yz")
@@ -62,7 +62,7 @@ def attention_maps(model, frame, K, width: int, height: int) -> tuple[dict, np.n
 
     frame: a gt_train.dataset.Frame; the deformed Gaussians of that frame carry the weights.
     """
-    import torch
+    torch = require("torch", "gt viz")
 
     from gt_runtime import raster
     from gt_train.render import render
@@ -93,7 +93,7 @@ def attention_maps(model, frame, K, width: int, height: int) -> tuple[dict, np.n
 
 def colorize(m: np.ndarray, alpha: np.ndarray, cmap: str = "inferno") -> tuple[np.ndarray, float, float]:
     """Scalar map + alpha -> (RGB [H, W, 3] over white, lo, hi) with the 1st..99th percentile of the covered pixels."""
-    import matplotlib
+    matplotlib = require("matplotlib", "gt viz")
 
     vis = alpha > 0.5
     vals = m[vis] if vis.any() else m.reshape(-1)
@@ -140,11 +140,9 @@ def box_means(m: np.ndarray, alpha: np.ndarray, box) -> tuple[float, float]:
 
 def visualize(cfg: VizConfig) -> dict:
     """Write attention maps, triplane PCA images and the GT | render video -> result dict (module docstring)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
+    require("matplotlib", "gt viz").use("Agg")
+    patches = require("matplotlib.patches", "gt viz")
+    plt = require("matplotlib.pyplot", "gt viz")
 
     from gt_train.checkpoint import load_model
     from gt_train.dataset import TrainData
@@ -211,7 +209,7 @@ def visualize(cfg: VizConfig) -> dict:
 
 def _val_video(model, tcfg, data, path: Path) -> Path:
     """GT | render of the val frames, with the val audio -> mp4."""
-    import torch
+    torch = require("torch", "gt viz")
 
     from gt_runtime.audio import load_audio
     from gt_runtime.playback.video import Mp4Writer

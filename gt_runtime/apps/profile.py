@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from gt_runtime.contract import MODEL_STAGES, SAMPLES_PER_FRAME, STAGES
-from gt_runtime.errors import InputError
+from gt_runtime.errors import InputError, require
 
 SCHEMA = "gt-profile/1"
 
@@ -260,6 +260,8 @@ def _overlapped_fps(player, cfg: ProfileConfig, batch: int) -> float:
 
 def profile(cfg: ProfileConfig) -> dict:
     """Profile cfg.bundle -> the report dict (schema in the module docstring); writes cfg.json / cfg.png."""
+    if cfg.png:
+        require("matplotlib", "gt profile --png")  # before the measurements, not after
     from gt_runtime.assets import default_bundle
     from gt_runtime.playback.player import Player
 
@@ -321,10 +323,8 @@ def print_table(report: dict, file=None) -> None:
 
 def plot(report: dict, path) -> Path:
     """Stacked bars of the mean ms per frame of each stage, one bar per batch size -> PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "gt profile --png").use("Agg")
+    plt = require("matplotlib.pyplot", "gt profile --png")
 
     runs = report["runs"]
     labels = [f"B={r['batch']}" for r in runs]

@@ -21,7 +21,7 @@ def get_xp(device: str):
         return np
     from gt_runtime.errors import require
 
-    return require("cupy", "gpu")
+    return require("cupy", "engine array-cupy")
 
 
 class ArrayDeformRunner(Runner):

@@ -25,7 +25,7 @@ class _G:
     """A tiny graph builder: initializers and nodes with generated names."""
 
     def __init__(self):
-        self.onnx = require("onnx", "export")
+        self.onnx = require("onnx", "engine onnxruntime")
         self.nodes, self.inits, self._n = [], [], 0
 
     def const(self, arr, name=None):
@@ -190,7 +190,7 @@ def build_audio_onnx(weights):
 
 def fp16_model(model):
     """FP32 deform ModelProto -> mixed precision (FP32 I/O; LayerNorm, Softmax, Add kept FP32)."""
-    require("onnxconverter_common", "export")
+    require("onnxconverter_common", "engine onnxruntime")
     from onnxconverter_common import float16
 
     return float16.convert_float_to_float16(
@@ -202,7 +202,8 @@ def int8_model_bytes(model) -> bytes:
     import os
     import tempfile
 
-    onnx = require("onnx", "export")
+    onnx = require("onnx", "engine onnxruntime")
+    require("onnxruntime", "engine onnxruntime")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as d:

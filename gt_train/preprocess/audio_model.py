@@ -120,8 +120,8 @@ def inspect_checkpoint(path: str | Path, layer: int | None = None) -> dict:
 
 def load_torch_model(path: str | Path, info: dict):
     """-> the transformers model in eval mode, loaded from the local directory only."""
-    require("torch", "train")
-    transformers = require("transformers", "audio")
+    require("torch", "gt preprocess --audio-model")
+    transformers = require("transformers", "gt preprocess --audio-model")
     with quiet():
         try:
             transformers.utils.logging.disable_progress_bar()
@@ -137,8 +137,8 @@ def load_torch_model(path: str | Path, info: dict):
 
 
 def _module(model, layer: int | None, normalize: bool):
-    import torch
-    from torch import nn
+    torch = require("torch", "gt preprocess --audio-model")
+    nn = torch.nn
 
     class Frontend(nn.Module):
         """audio [1, W] -> features [1, rows, D]: per-window normalisation, the model, one hidden state."""
@@ -162,9 +162,8 @@ def _module(model, layer: int | None, normalize: bool):
 
 def export_onnx(module, spec: BlockSpec, dst: Path) -> str:
     """torch module -> dst (ONNX, opset 18, input audio [1, window_samples], output features) -> exporter used."""
-    import torch
-
-    onnx = require("onnx", "export")
+    torch = require("torch", "gt preprocess --audio-model")
+    onnx = require("onnx", "gt preprocess --audio-model")
     x = torch.randn(1, spec.window_samples, generator=torch.Generator().manual_seed(0)) * 0.1
     try:
         model, used = export_module(module, (x,), [ONNX_INPUT], [ONNX_OUTPUT], opset=18)
@@ -181,7 +180,7 @@ def export_onnx(module, spec: BlockSpec, dst: Path) -> str:
 
 def torch_runner(module, spec: BlockSpec):
     """The torch module as a block runner (window [W] -> rows [window_rows, D]) for gt_runtime.audio.blocks."""
-    import torch
+    torch = require("torch", "gt preprocess --audio-model")
 
     def run(window: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gt_runtime.errors import require
 from gt_train.data.format import N_LANDMARKS
 
 DIFF_THRESHOLD = 0.10
@@ -44,7 +45,7 @@ def _face_frame(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
 def head_region(lm: np.ndarray, H: int, W: int) -> np.ndarray:
     """lm [68, 2] -> [H, W] bool: face, forehead and hair (see the module docstring)."""
     from PIL import Image, ImageDraw
-    from scipy.spatial import ConvexHull
+    ConvexHull = require("scipy.spatial", "gt preprocess").ConvexHull
 
     up, _, width, height = _face_frame(lm)
     pts = np.concatenate([lm[:27], lm[17:27] + 0.9 * height * up, lm[[0, 16]] + 0.7 * height * up])
@@ -81,7 +82,7 @@ def inpaint(img: np.ndarray, known: np.ndarray) -> np.ndarray:
     Normalised convolution at doubling scales on a 4x smaller copy (the fill is smooth
     anyway), upsampled into the unknown pixels.
     """
-    from scipy import ndimage as ndi
+    ndi = require("scipy.ndimage", "gt preprocess")
 
     if known.all() or not known.any():
         return img
@@ -131,7 +132,7 @@ def person_mask(frame: np.ndarray, lm: np.ndarray, bg: np.ndarray, head: np.ndar
 
     The difference test and the morphology run at half resolution (speed).
     """
-    from scipy import ndimage as ndi
+    ndi = require("scipy.ndimage", "gt preprocess")
 
     H, W = frame.shape[:2]
     head = head_region(lm, H, W) if head is None else head

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gt_runtime.errors import require
 from gt_train.data.format import LEFT_EYE, RIGHT_EYE
 
 
@@ -28,7 +29,7 @@ def blink_track(lms: np.ndarray, sigma: float = 0.0) -> np.ndarray:
     """lms [T, 68, 2] -> blink [T] float32 in [0, 1], 1 = closed."""
     e = eye_aspect_ratio(lms.astype(np.float64))
     if sigma > 0:
-        from scipy.ndimage import gaussian_filter1d
+        gaussian_filter1d = require("scipy.ndimage", "gt preprocess").gaussian_filter1d
 
         e = gaussian_filter1d(e, sigma, mode="nearest")
     open_ = float(np.median(e))

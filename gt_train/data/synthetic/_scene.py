@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gt_runtime.errors import require
 from gt_train.data.synthetic._face import M_PER_PX, X0, Y0, HeadModel
 
 # The real, fixed camera (OpenCV axes) sees the head's origin at (0, HEAD_Y, HEAD_DIST) at rest.
@@ -50,7 +51,7 @@ class Camera:
 
 
 def _gauss_prefilter(img: np.ndarray, texels_per_pixel: float) -> np.ndarray:
-    from scipy import ndimage as ndi
+    ndi = require("scipy.ndimage", "gt sample synthetic")
 
     if texels_per_pixel <= 1.0:
         return img
@@ -60,7 +61,7 @@ def _gauss_prefilter(img: np.ndarray, texels_per_pixel: float) -> np.ndarray:
 
 def sample_image(img: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
     """img [h, w, C], px/py [H, W] float coords (centres at integers) -> [H, W, C], clamped at the border."""
-    from scipy import ndimage as ndi
+    ndi = require("scipy.ndimage", "gt sample synthetic")
 
     out = [ndi.map_coordinates(img[..., k], [py, px], order=1, mode="nearest") for k in range(img.shape[2])]
     return np.stack(out, -1).astype(np.float32)
@@ -71,8 +72,8 @@ def background_plate(cam: Camera) -> np.ndarray:
     import os
 
     from PIL import Image
-    from scipy import ndimage as ndi
-    from skimage import data
+    ndi = require("scipy.ndimage", "gt sample synthetic")
+    data = require("skimage.data", "gt sample synthetic")
 
     path = os.path.join(os.path.dirname(data.__file__), "motorcycle_left.png")
     with Image.open(path) as im:
@@ -92,7 +93,7 @@ def background_plate(cam: Camera) -> np.ndarray:
 def _torso_mask_photo(model: HeadModel) -> np.ndarray:
     """The person minus the head on the astronaut photo: neck, collar ring, suit -> [512, 512] float32 alpha."""
     from PIL import Image, ImageDraw
-    from scipy import ndimage as ndi
+    ndi = require("scipy.ndimage", "gt sample synthetic")
 
     a = model.photo * 255
     chroma = a.max(-1) - a.min(-1)
@@ -161,7 +162,7 @@ def loudness_envelope(pcm: np.ndarray, T: int, samples_per_frame: int) -> np.nda
 
 def mouth_from_loudness(rms: np.ndarray) -> np.ndarray:
     """Loudness [T] -> mouth opening [T] in [0, 1]: a 30 dB window under the loud frames, smoothed."""
-    from scipy import ndimage as ndi
+    ndi = require("scipy.ndimage", "gt sample synthetic")
 
     db = 20 * np.log10(rms.astype(np.float64) + 1e-6)
     ref = np.percentile(db, 95) if db.size else 0.0
@@ -190,7 +191,7 @@ def blink_track(T: int, fps: int, rng: np.random.Generator) -> tuple[np.ndarray,
 
 
 def _smooth_noise(T: int, sigma_frames: float, rng: np.random.Generator) -> np.ndarray:
-    from scipy import ndimage as ndi
+    ndi = require("scipy.ndimage", "gt sample synthetic")
 
     pad = int(3 * sigma_frames) + 1
     x = ndi.gaussian_filter1d(rng.standard_normal(T + 2 * pad), sigma_frames, mode="wrap")[pad:pad + T]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gt_runtime.contract import SAMPLE_RATE
-from gt_runtime.errors import InputError
+from gt_runtime.errors import InputError, require
 from gt_runtime.util.staging import commit_dir, require_empty_dir, staging_dir
 from gt_train.data.synthetic import _face, _scene
 from gt_train.data.synthetic._raster import rasterize, sample_bilinear
@@ -72,7 +72,7 @@ class Renderer:
 
     def frame(self, R: np.ndarray, t: np.ndarray, open_m: float, blink: float) -> tuple[np.ndarray, np.ndarray]:
         """-> (frame [H, W, 3] uint8, torso [H, W, 4] uint8 RGBA)."""
-        from scipy import ndimage as ndi
+        ndi = require("scipy.ndimage", "gt sample synthetic")
 
         covered, rgb = self.head(R, t, open_m, blink)
         ys, xs = np.nonzero(covered)
