@@ -1,7 +1,8 @@
 """Native parts of the gt package.
 
 `pip install .` compiles the C++ CPU rasterizer (plugins/raster) into
-`gt_runtime._raster_cpu` and ships the CUDA sources beside gt_runtime, where the
+`gt_runtime._raster_cpu`, the fused deformation network (plugins/deform) into
+`gt_runtime._deform_cpu`, and ships the CUDA sources beside gt_runtime, where the
 runtime compiles them with NVRTC on first use. The Python packages import
 without the extension; only the `cpu` raster backend needs it.
 """
@@ -16,6 +17,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 RASTER_SRC = ROOT / "plugins" / "raster"
+DEFORM_SRC = ROOT / "plugins" / "deform"
 # CUDA sources travel inside the package so that installed wheels can compile them.
 CUDA_SOURCES = ("*.h", "*.cuh", "*.cu")
 
@@ -26,6 +28,7 @@ def _contract():
 
     spec = importlib.util.spec_from_file_location("_gt_contract", ROOT / "gt_runtime" / "contract.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
@@ -52,6 +55,8 @@ ISA_FLAGS = {
     "_avx512.cpp": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl"],
     "_avx2.cpp": ["-mavx2", "-mfma"],
 }
+# The fused deformation kernels' AVX-512 variant also needs VNNI (its runtime check asks for it).
+ISA_FLAGS_EXTRA = {"deform_cpu_avx512.cpp": ["-mavx512vnni"]}
 
 
 def _isa_flags(source):
@@ -59,7 +64,7 @@ def _isa_flags(source):
         return None
     for suffix, flags in ISA_FLAGS.items():
         if source.endswith(suffix):
-            return flags
+            return flags + ISA_FLAGS_EXTRA.get(Path(source).name, [])
     return None
 
 
@@ -70,8 +75,9 @@ class BuildExtPerFileFlags(build_ext):
         special = [s for s in ext.sources if _isa_flags(s)]
         if special:
             # rebuild when any source or header changes (they leave ext.sources below)
+            src_dir = ROOT / Path(special[0]).parent
             ext.depends = sorted(set(ext.depends) | set(special) |
-                                 {str(p.relative_to(ROOT)) for p in RASTER_SRC.glob("*.h")})
+                                 {str(p.relative_to(ROOT)) for p in src_dir.glob("*.h")})
             ext.sources = [s for s in ext.sources if s not in special]
             objects = []
             for src in special:
@@ -101,7 +107,15 @@ ext_modules = [
         extra_compile_args=_compile_args(),
         extra_link_args=["-fopenmp"] if sys.platform.startswith("linux") else [],
         cxx_std=17,
-    )
+    ),
+    Pybind11Extension(
+        "gt_runtime._deform_cpu",
+        sorted(str(p.relative_to(ROOT)) for p in DEFORM_SRC.glob("*.cpp")),
+        include_dirs=[str(DEFORM_SRC.relative_to(ROOT))],
+        extra_compile_args=_compile_args(),
+        extra_link_args=["-fopenmp"] if sys.platform.startswith("linux") else [],
+        cxx_std=17,
+    ),
 ]
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExtPerFileFlags, "build_py": BuildPyWithKernels})

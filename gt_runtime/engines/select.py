@@ -2,7 +2,7 @@
 
 Names: ``auto``; ``tensorrt`` (``tensorrt-fp16`` / ``tensorrt-fp32``);
 ``onnxruntime-cuda``; ``array-cupy``; ``onnxruntime`` (CPU, ``-int8`` / ``-fp32`` /
-``-fp16``); ``array`` (numpy).
+``-fp16``); ``cpu-fused`` (the fused C++ kernel, ``-int8`` by default / ``-fp32``); ``array`` (numpy).
 
 ``auto`` takes the best available: on a GPU tensorrt > onnxruntime-cuda > array-cupy;
 on a CPU onnxruntime (INT8 when the bundle has it, else FP32) > array.
@@ -16,7 +16,8 @@ from gt_runtime.engines.base import EngineSet
 from gt_runtime.errors import InputError
 
 ENGINE_NAMES = ("auto", "tensorrt", "tensorrt-fp16", "tensorrt-fp32", "onnxruntime-cuda", "array-cupy",
-                "onnxruntime", "onnxruntime-int8", "onnxruntime-fp32", "onnxruntime-fp16", "array", "array-plain")
+                "onnxruntime", "onnxruntime-int8", "onnxruntime-fp32", "onnxruntime-fp16", "array", "array-plain",
+                "cpu-fused", "cpu-fused-int8", "cpu-fused-fp32")
 
 
 def gpu_available() -> bool:
@@ -56,6 +57,8 @@ def resolve_engine_name(bundle, engine: str = "auto", gpu: bool | None = None) -
         engine = "tensorrt-fp16" if "fp16" in bundle.precisions else "tensorrt-fp32"
     if engine == "onnxruntime":
         engine = "onnxruntime-int8" if "int8" in bundle.precisions else "onnxruntime-fp32"
+    if engine == "cpu-fused":  # INT8 weights are quantised from the FP32 ones: every bundle allows it
+        engine = "cpu-fused-int8"
     if engine in ("tensorrt-fp16", "tensorrt-fp32", "onnxruntime-cuda", "array-cupy") and not gpu:
         raise InputError(f"--engine {engine}: needs a CUDA GPU with CuPy, none found | use --engine auto, onnxruntime or array")
     return engine
@@ -93,6 +96,18 @@ def select_engine(bundle, engine: str = "auto", gpu: bool | None = None, threads
             raise InputError(f"--engine {name}: the bundle has no {prec} deform graph | re-export with gt export --{prec}, or use --engine onnxruntime")
         audio = ort_engine.audio_runner(bundle, "cpu") if bundle.has(AUDIO_ONNX) else ArrayAudioRunner(w)
         return EngineSet(name, "cpu", audio, ort_engine.deform_runner(bundle, prec, "cpu", threads=threads))
+    if name.startswith("cpu-fused"):
+        from gt_runtime.engines import fused_cpu
+
+        fused_cpu.load()  # a missing extension fails here, in one line naming the fix
+        if _has("onnxruntime") and bundle.has(AUDIO_ONNX):
+            from gt_runtime.engines import ort_engine
+
+            audio = ort_engine.audio_runner(bundle, "cpu")
+        else:
+            audio = ArrayAudioRunner(w)
+        return EngineSet(name, "cpu", audio, fused_cpu.FusedDeformRunner(w, q, layers, deg, int8=name.endswith("int8"),
+                                                                         threads=threads))
     if name.startswith("tensorrt"):
         import cupy
 

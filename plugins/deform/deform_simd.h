@@ -1,0 +1,346 @@
+// deform_simd.h: the fused deformation network for one tile of Gaussians, compiled three times:
+//   deform_cpu_avx512.cpp  GT_SIMD_AVX512  zmm FP32 FMA, INT8 by AVX-512 VNNI (vpdpbusd)
+//   deform_cpu_avx2.cpp    GT_SIMD_AVX2    ymm FP32 FMA, INT8 by maddubs/madd (sign trick: exact)
+//   deform_cpu_generic.cpp GT_SIMD_GENERIC plain loops (the compiler vectorises the FP32 ones)
+// Everything here has internal linkage (anonymous namespace): the files have different -m flags,
+// so no inline code may be shared through the linker.
+//
+// A tile is kRows Gaussians; for each frame its activations ([rows, 64] / [rows, 128]) live in a
+// per-thread scratch of ~50 KB while the packed weights stream from L2. Per layer (post-norm):
+//   S = X U + c (scores), A = softmax per head over 4 tokens, O = A Z + bo, H = LN1(X + O),
+//   X = LN2(H + ffn2(relu(ffn1(H)))); then per head relu(X fc1_h) fc2_h -> offsets (+ activations).
+// INT8: every ffn / head Linear quantises its input rows (symmetric, per row, [-127, 127]) and
+// accumulates int32 exactly; the attention stays FP32.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "deform_kernels.h"
+
+#if (defined(GT_SIMD_AVX512) + defined(GT_SIMD_AVX2) + defined(GT_SIMD_GENERIC)) != 1
+#error "define exactly one of GT_SIMD_AVX512, GT_SIMD_AVX2, GT_SIMD_GENERIC before including deform_simd.h"
+#endif
+#if defined(GT_SIMD_AVX512) || defined(GT_SIMD_AVX2)
+#include <immintrin.h>
+#endif
+
+namespace gt {
+namespace deform {
+namespace {
+
+// -- FP32 GEMM: Y[r, c] = act(X[r, :] W[:, p*16 + c] + b) for panels p in [p0, p1), rows [0, kRows) --
+template <bool RELU>
+void gemm_f32(const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, int ldy)
+{
+    const int K = L.K;
+    for (int p = p0; p < p1; ++p) {
+        const float* W = L.wf + (size_t)p * K * kPW;
+        const float* bias = L.b + p * kPW;
+        float* Yp = Y + (p - p0) * kPW;
+#if defined(GT_SIMD_AVX512)
+        for (int r = 0; r < kRows; r += 8) {
+            __m512 acc[8];
+            const __m512 b0 = _mm512_loadu_ps(bias);
+            for (int i = 0; i < 8; ++i) acc[i] = b0;
+            const float* x = X + (size_t)r * ldx;
+            for (int k = 0; k < K; ++k) {
+                const __m512 w = _mm512_loadu_ps(W + k * kPW);
+                for (int i = 0; i < 8; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + k]), w, acc[i]);
+            }
+            for (int i = 0; i < 8; ++i) {
+                if (RELU) acc[i] = _mm512_max_ps(acc[i], _mm512_setzero_ps());
+                _mm512_storeu_ps(Yp + (size_t)(r + i) * ldy, acc[i]);
+            }
+        }
+#elif defined(GT_SIMD_AVX2)
+        for (int r = 0; r < kRows; r += 4) {
+            __m256 a0[4], a1[4];
+            const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+            for (int i = 0; i < 4; ++i) { a0[i] = b0; a1[i] = b1; }
+            const float* x = X + (size_t)r * ldx;
+            for (int k = 0; k < K; ++k) {
+                const __m256 w0 = _mm256_loadu_ps(W + k * kPW), w1 = _mm256_loadu_ps(W + k * kPW + 8);
+                for (int i = 0; i < 4; ++i) {
+                    const __m256 xv = _mm256_broadcast_ss(x + i * ldx + k);
+                    a0[i] = _mm256_fmadd_ps(xv, w0, a0[i]);
+                    a1[i] = _mm256_fmadd_ps(xv, w1, a1[i]);
+                }
+            }
+            for (int i = 0; i < 4; ++i) {
+                if (RELU) { a0[i] = _mm256_max_ps(a0[i], _mm256_setzero_ps()); a1[i] = _mm256_max_ps(a1[i], _mm256_setzero_ps()); }
+                _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy, a0[i]);
+                _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy + 8, a1[i]);
+            }
+        }
+#else
+        for (int r = 0; r < kRows; ++r) {
+            float acc[kPW];
+            for (int c = 0; c < kPW; ++c) acc[c] = bias[c];
+            const float* x = X + (size_t)r * ldx;
+            for (int k = 0; k < K; ++k) {
+                const float xv = x[k];
+                for (int c = 0; c < kPW; ++c) acc[c] += xv * W[k * kPW + c];
+            }
+            for (int c = 0; c < kPW; ++c) Yp[(size_t)r * ldy + c] = RELU ? (acc[c] > 0.f ? acc[c] : 0.f) : acc[c];
+        }
+#endif
+    }
+}
+
+// -- INT8: rows of X -> q [rows, K] int8 in [-127, 127] and their scales (x ~ s q) ---------------------
+void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s)
+{
+    for (int r = 0; r < kRows; ++r) {
+        const float* x = X + (size_t)r * ldx;
+        int8_t* qr = q + (size_t)r * K;
+#if defined(GT_SIMD_AVX512)
+        __m512 m = _mm512_setzero_ps();
+        for (int k = 0; k < K; k += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
+        const float amax = _mm512_reduce_max_ps(m);
+        const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+        for (int k = 0; k < K; k += 16)  // round to nearest, |x inv| <= 127
+            _mm_storeu_si128((__m128i*)(qr + k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv))));
+#elif defined(GT_SIMD_AVX2)
+        const __m256 sign = _mm256_set1_ps(-0.f);
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < K; k += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        const float amax = _mm_cvtss_f32(m4);
+        const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+        for (int k = 0; k < K; k += 16) {  // 16 floats -> 16 int8, round to nearest
+            const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv));
+            const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), inv));
+            const __m256i ab = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  // 16 x int16 in order
+            const __m128i v = _mm_packs_epi16(_mm256_castsi256_si128(ab), _mm256_extracti128_si256(ab, 1));
+            _mm_storeu_si128((__m128i*)(qr + k), v);
+        }
+#else
+        float amax = 0.f;
+        for (int k = 0; k < K; ++k) {
+            const float a = fabsf(x[k]);
+            amax = a > amax ? a : amax;
+        }
+        const float inv = amax > 0.f ? 127.f / amax : 0.f;
+        for (int k = 0; k < K; ++k) qr[k] = (int8_t)lrintf(x[k] * inv);  // |x inv| <= 127
+#endif
+        s[r] = amax / 127.f;
+    }
+}
+
+// Y[r, c] = act(s_r ws_c sum_k q[r, k] wq[k, c] + b_c); NONNEG: every q >= 0 (a ReLU's output).
+template <bool RELU, bool NONNEG>
+void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, float* Y, int ldy)
+{
+    const int K = L.K, G = L.K / 4;
+    for (int p = p0; p < p1; ++p) {
+        const int8_t* W = L.wq + (size_t)p * G * 64;
+        const float* bias = L.b + p * kPW;
+        const float* ws = L.ws + p * kPW;
+        float* Yp = Y + (p - p0) * kPW;
+#if defined(GT_SIMD_AVX512)
+        const __m512 wsv = _mm512_loadu_ps(ws), bv = _mm512_loadu_ps(bias);
+        const __m512i corr = NONNEG ? _mm512_setzero_si512() : _mm512_loadu_si512((const void*)(L.wc + p * kPW));
+        const __m512i flip = _mm512_set1_epi32((int)0x80808080u);
+        for (int r = 0; r < kRows; r += 8) {
+            __m512i acc[8];
+            for (int i = 0; i < 8; ++i) acc[i] = _mm512_setzero_si512();
+            const int8_t* q = Q + (size_t)r * K;
+            for (int g = 0; g < G; ++g) {
+                const __m512i w = _mm512_loadu_si512((const void*)(W + g * 64));
+                for (int i = 0; i < 8; ++i) {
+                    int32_t x4;
+                    memcpy(&x4, q + (size_t)i * K + 4 * g, 4);
+                    __m512i xv = _mm512_set1_epi32(x4);
+                    if (!NONNEG) xv = _mm512_xor_si512(xv, flip);  // s8 -> u8 = s8 + 128
+                    acc[i] = _mm512_dpbusd_epi32(acc[i], xv, w);
+                }
+            }
+            for (int i = 0; i < 8; ++i) {
+                const __m512i a = _mm512_sub_epi32(acc[i], corr);
+                __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(wsv, _mm512_set1_ps(sx[r + i])), bv);
+                if (RELU) y = _mm512_max_ps(y, _mm512_setzero_ps());
+                _mm512_storeu_ps(Yp + (size_t)(r + i) * ldy, y);
+            }
+        }
+#elif defined(GT_SIMD_AVX2)
+        const __m256 ws0 = _mm256_loadu_ps(ws), ws1 = _mm256_loadu_ps(ws + 8);
+        const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+        const __m256i ones = _mm256_set1_epi16(1);
+        for (int r = 0; r < kRows; r += 4) {
+            __m256i a0[4], a1[4];
+            for (int i = 0; i < 4; ++i) { a0[i] = _mm256_setzero_si256(); a1[i] = _mm256_setzero_si256(); }
+            const int8_t* q = Q + (size_t)r * K;
+            for (int g = 0; g < G; ++g) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i*)(W + g * 64));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 32));
+                for (int i = 0; i < 4; ++i) {
+                    int32_t x4;
+                    memcpy(&x4, q + (size_t)i * K + 4 * g, 4);
+                    const __m256i xv = _mm256_set1_epi32(x4);
+                    __m256i p0v, p1v;
+                    if (NONNEG) {
+                        p0v = _mm256_maddubs_epi16(xv, w0);
+                        p1v = _mm256_maddubs_epi16(xv, w1);
+                    } else {  // |x| (u8) times w with x's sign: x w exactly, pairs <= 2 * 127 * 127 (no saturation)
+                        const __m256i ax = _mm256_abs_epi8(xv);
+                        p0v = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w0, xv));
+                        p1v = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w1, xv));
+                    }
+                    a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(p0v, ones));
+                    a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(p1v, ones));
+                }
+            }
+            for (int i = 0; i < 4; ++i) {
+                const __m256 s = _mm256_set1_ps(sx[r + i]);
+                __m256 y0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0[i]), _mm256_mul_ps(ws0, s), b0);
+                __m256 y1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1[i]), _mm256_mul_ps(ws1, s), b1);
+                if (RELU) { y0 = _mm256_max_ps(y0, _mm256_setzero_ps()); y1 = _mm256_max_ps(y1, _mm256_setzero_ps()); }
+                _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy, y0);
+                _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy + 8, y1);
+            }
+        }
+#else
+        (void)NONNEG;
+        for (int r = 0; r < kRows; ++r) {
+            int32_t acc[kPW] = {0};
+            const int8_t* q = Q + (size_t)r * K;
+            for (int g = 0; g < G; ++g)
+                for (int c = 0; c < kPW; ++c)
+                    for (int j = 0; j < 4; ++j) acc[c] += (int32_t)q[4 * g + j] * (int32_t)W[g * 64 + c * 4 + j];
+            for (int c = 0; c < kPW; ++c) {
+                const float y = (float)acc[c] * (ws[c] * sx[r]) + bias[c];
+                Yp[(size_t)r * ldy + c] = RELU ? (y > 0.f ? y : 0.f) : y;
+            }
+        }
+#endif
+    }
+}
+
+// Linear over the tile's rows in the net's precision: panels [p0, p1) of L; q8 / s8 scratch for INT8.
+template <bool RELU, bool NONNEG>
+void linear(const Net& net, const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, int ldy,
+            int8_t* q8, float* s8, bool quantised = false)
+{
+    if (!net.int8) {
+        gemm_f32<RELU>(X, ldx, L, p0, p1, Y, ldy);
+        return;
+    }
+    if (!quantised) quant_rows(X, ldx, L.K, q8, s8);
+    gemm_i8<RELU, NONNEG>(q8, s8, L, p0, p1, Y, ldy);
+}
+
+// exp(x) for x <= 0 (Cephes expf polynomial, ~1 ulp; clamps below -87): vectorisable, no libm call.
+inline float exp_neg(float x)
+{
+    x = x < -87.f ? -87.f : x;
+    const float t = x * 1.44269504088896341f;
+    const int n = (int)(t - 0.5f);                 // round to nearest for t <= 0
+    const float r = (x - (float)n * 0.693359375f) + (float)n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.f;
+    const int32_t bits = (n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+
+// s [rows, 16] scores (columns 0..7: head h, token j at 4h + j) -> attention weights in place.
+void softmax_tile(float* s)
+{
+    for (int r = 0; r < kRows; ++r) {
+        float* row = s + r * kPW;
+        for (int h = 0; h < 2; ++h) {
+            float* v = row + 4 * h;
+            const float m01 = v[0] > v[1] ? v[0] : v[1], m23 = v[2] > v[3] ? v[2] : v[3];
+            const float m = m01 > m23 ? m01 : m23;
+            float e[4], sum = 0.f;
+            for (int j = 0; j < 4; ++j) { e[j] = exp_neg(v[j] - m); sum += e[j]; }
+            const float inv = 1.f / sum;
+            for (int j = 0; j < 4; ++j) v[j] = e[j] * inv;
+        }
+    }
+}
+
+// y = LN(a + b) per row of 64 (biased variance, eps 1e-5, affine), rows [0, kRows).
+void add_norm(const float* a, const float* b, const float* w, const float* beta, float* y)
+{
+    for (int r = 0; r < kRows; ++r) {
+        float v[kD];
+        float mean = 0.f;
+        for (int k = 0; k < kD; ++k) { v[k] = a[r * kD + k] + b[r * kD + k]; mean += v[k]; }
+        mean *= 1.f / kD;
+        float var = 0.f;
+        for (int k = 0; k < kD; ++k) { v[k] -= mean; var += v[k] * v[k]; }
+        const float inv = 1.f / sqrtf(var * (1.f / kD) + 1e-5f);
+        for (int k = 0; k < kD; ++k) y[r * kD + k] = v[k] * inv * w[k] + beta[k];
+    }
+}
+
+inline float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+
+void tile(const Job& job, int row0, float* scratch)
+{
+    const Net& net = *job.net;
+    float* x = scratch;                   // [rows, 64] layer input / output
+    float* h = x + kRows * kD;            // [rows, 64] after norm1
+    float* o = h + kRows * kD;            // [rows, 64] attention / ffn output
+    float* f = o + kRows * kD;            // [rows, 128] ffn / head hidden
+    float* s = f + kRows * kHid;          // [rows, 16] scores
+    float* y = s + kRows * kPW;           // [rows, max_mp] head outputs
+    float* s8 = y + kRows * net.max_mp;   // [rows] INT8 row scales
+    int8_t* q8 = (int8_t*)(s8 + kRows);   // [rows, 128 + 64] INT8 rows
+    const int valid = job.N - row0 < kRows ? job.N - row0 : kRows;
+    const float* queries = job.queries + (size_t)row0 * kD;
+
+    for (int b = 0; b < job.B; ++b) {
+        const float* in = queries;        // layer 0 reads the tile's queries (loaded once for all B frames)
+        for (int l = 0; l < net.layers; ++l) {
+            const AttMats& am = job.att[b * net.layers + l];
+            const Layer& lay = net.layer[l];
+            gemm_f32<false>(in, kD, am.score, 0, 1, s, kPW);   // S = X U + c
+            softmax_tile(s);
+            gemm_f32<false>(s, kPW, am.out, 0, kD / kPW, o, kD);  // O = A Z + bo (K = 8 columns of s)
+            add_norm(in, o, lay.n1w, lay.n1b, h);
+            linear<true, false>(net, h, kD, lay.ffn1, 0, kHid / kPW, f, kHid, q8, s8);
+            linear<false, true>(net, f, kHid, lay.ffn2, 0, kD / kPW, o, kD, q8, s8);
+            add_norm(h, o, lay.n2w, lay.n2b, x);
+            in = x;
+        }
+        float x_s8[kRows];
+        int8_t* xq = q8 + kRows * kHid;  // [rows, 64]: the heads' shared input, quantised once
+        if (net.int8) quant_rows(x, kD, kD, xq, x_s8);
+        for (int hd = 0; hd < kHeads; ++hd) {
+            const Lin& fc2 = net.fc2[hd];
+            const int pp = kHid / kPW;  // panels of one head's 128 fc1 columns
+            if (net.int8) gemm_i8<true, false>(xq, x_s8, net.fc1, hd * pp, (hd + 1) * pp, f, kHid);
+            else gemm_f32<true>(x, kD, net.fc1, hd * pp, (hd + 1) * pp, f, kHid);
+            linear<false, true>(net, f, kHid, fc2, 0, fc2.Mp / kPW, y, fc2.Mp, q8, s8);
+            const int k = net.out_dim[hd];
+            float* out = job.out[hd] + ((size_t)b * job.N + row0) * k;
+            if (!job.activate) {
+                for (int r = 0; r < valid; ++r)
+                    for (int c = 0; c < k; ++c) out[r * k + c] = y[r * fc2.Mp + c];
+                continue;
+            }
+            const float* can = job.canon[hd] + (size_t)row0 * k;
+            for (int r = 0; r < valid; ++r)
+                for (int c = 0; c < k; ++c) {
+                    const float v = can[r * k + c] + y[r * fc2.Mp + c];
+                    out[r * k + c] = hd == 2 ? expf(v) : hd == 4 ? sigmoid(v) : v;  // scale: exp, opacity: sigmoid
+                }
+        }
+    }
+}
+
+}  // namespace
+}  // namespace deform
+}  // namespace gt
