@@ -99,6 +99,27 @@ def play_cmd(
                err=(out == "-"))
 
 
+@app.command("serve", epilog="Examples: gt serve (the bundled identity on http://127.0.0.1:8010/) | gt serve -b may.gtb -b tom.gtb --max-sessions 8"
+             " | gt serve -b may.gtb --host 0.0.0.0 --token SECRET   (protocol: docs/PROTOCOL.md)")
+def serve_cmd(
+    bundle: Optional[list[Path]] = typer.Option(None, "--bundle", "-b", help="Bundle directory (*.gtb); repeat for several avatars, named by directory (default: the bundled identity, 'default')."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind. Any non-loopback address needs --token."),
+    port: int = typer.Option(8010, help="TCP port."),
+    max_sessions: int = typer.Option(8, help="Concurrent sessions; one more is refused with 'server full' (close 1013)."),
+    token: Optional[str] = typer.Option(None, help="Clients must pass ?token=T (the page: open /?token=T)."),
+    engine: str = typer.Option("auto", help="Engine (see gt play)."),
+    raster: str = typer.Option("auto", help="auto | cuda | cpu | reference."),
+    max_batch: int = typer.Option(8, help="Frames of concurrent sessions rendered as one batch (1: no batching)."),
+    allow_origin: Optional[list[str]] = typer.Option(None, help="Another page Origin allowed to connect (default: only this server's own)."),
+):
+    """Serve live avatars: a web page at / and a WebSocket protocol at /v1/stream (audio in, frames + audio out)."""
+    from gt_serve.config import ServeConfig
+    from gt_serve.app import serve
+
+    serve(ServeConfig(bundles=list(bundle or []), host=host, port=port, max_sessions=max_sessions, token=token, engine=engine,
+                      raster=raster, max_batch=max_batch, allow_origins=list(allow_origin or [])))
+
+
 @app.command("export", epilog="Examples: gt export runs/may --fp16 -o may.gtb | gt export runs/may --fp16 --int8 -o may-cpu.gtb --no-trt")
 def export_cmd(
     run: Path = typer.Argument(..., help="Run directory of gt train (checkpoints/, config.json)."),

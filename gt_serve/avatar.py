@@ -1,0 +1,118 @@
+"""An `Avatar`: one bundle loaded once, shared by every stream that plays it.
+
+It holds a Player (engines, scene, precomputed tokens: immutable), the render thread that
+batches frames across streams, the audio window of silence that drives idle frames, and a
+cache of idle frames (JPEG) by track frame: an idle frame depends only on its track frame,
+so a stream at rest costs one render per track frame, once for all streams.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+
+from gt_runtime.contract import SAMPLE_RATE, WINDOW
+from gt_serve.renderer import Job, Renderer
+
+
+class IdleFrames:
+    """Track frame -> idle frame JPEG (the avatar at rest), rendered on demand and cached (up to max_bytes)."""
+
+    def __init__(self, avatar: "Avatar", max_bytes: int = 64 << 20):
+        self.avatar = avatar
+        self._cache: dict[int, bytes] = {}
+        self._bytes = 0
+        self._max = max_bytes
+        self._pending: dict[int, asyncio.Future] = {}
+        self._urgent: set[int] = set()
+        self._prewarmed = False
+        self._loop = None
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def cached(self, ti: int) -> bytes | None:
+        return self._cache.get(ti)
+
+    def prewarm(self) -> None:
+        """Queue every track frame as background work (call on the event loop; once per avatar)."""
+        if self._prewarmed:
+            return   # a later server on this avatar finds the cache filled
+        self._prewarmed = True
+        for ti in range(self.avatar.track_frames):
+            self.request(ti, urgent=False)
+
+    def request(self, ti: int, urgent: bool = True) -> asyncio.Future:
+        """A future of the JPEG of track frame ti (call on the event loop)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:   # a new server on this avatar: requests of the old loop are gone with it
+            self._loop, self._pending, self._urgent = loop, {}, set()
+        fut = loop.create_future()
+        hit = self._cache.get(ti)
+        if hit is not None:
+            fut.set_result(hit)
+            return fut
+        if ti in self._pending and (not urgent or ti in self._urgent):
+            return self._pending[ti]
+        fut = self._pending.setdefault(ti, fut)   # a background request made urgent: a second job, one future
+        if urgent:
+            self._urgent.add(ti)
+
+        def done(jpeg, err):
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._done, ti, fut, jpeg, err)
+
+        self.avatar.renderer.submit([Job(ti, self.avatar.idle_window, done, urgent)])
+        return fut
+
+    def _done(self, ti, fut, jpeg, err):
+        if self._pending.get(ti) is fut:
+            del self._pending[ti]
+            self._urgent.discard(ti)
+        if fut.done():
+            return
+        if err is not None:
+            fut.set_exception(err)
+            fut.exception()  # mark retrieved: a prefetch nobody awaits must not log
+            return
+        if self._bytes + len(jpeg) <= self._max:
+            self._cache[ti] = jpeg
+            self._bytes += len(jpeg)
+        fut.set_result(jpeg)
+
+
+class Avatar:
+    """A loaded bundle: name, Player, render thread, idle frames. `info()` -> the ready message's fields."""
+
+    def __init__(self, name: str, bundle: Path, engine: str = "auto", raster: str = "auto", max_batch: int = 8,
+                 jpeg_quality: int = 85):
+        from gt_runtime.playback.player import Player
+
+        self.name = name
+        self.player = Player(bundle, engine=engine, raster=raster, batch=max_batch)
+        self.pipeline = self.player.pipeline
+        self.width, self.height, self.fps = self.player.width, self.player.height, self.player.fps
+        s = self.player.session()
+        self.lookahead_ms = s.lookahead_ms
+        s.close()
+        self.track_frames = self.pipeline.scene.num_frames
+        self.idle_window = self._silence_window()
+        self.renderer = Renderer(self.pipeline, max_batch, jpeg_quality, name)
+        self.idle = IdleFrames(self)
+
+    def _silence_window(self) -> np.ndarray:
+        """The audio window [15, 2, D] of silence, from the bundle's own front end (a middle window of 4 s of zeros)."""
+        feats = self.pipeline.frontend.features(np.zeros(4 * SAMPLE_RATE, np.float32), SAMPLE_RATE, num_frames=100)
+        mid = len(feats) // 2
+        return np.ascontiguousarray(feats[mid - WINDOW // 2: mid - WINDOW // 2 + WINDOW], np.float32)
+
+    def info(self) -> dict:
+        d = self.player.describe()
+        return {"name": self.name, "width": self.width, "height": self.height, "fps": self.fps,
+                "lookahead_ms": self.lookahead_ms, "engine": d["engine"], "raster": d["raster"],
+                "gaussians": d["gaussians"], "track_frames": self.track_frames}
+
+    def close(self) -> None:
+        self.renderer.close()
+        self.player.close()

@@ -1,0 +1,58 @@
+"""`ServeConfig`: the options of `gt serve`, checked before anything loads."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gt_runtime.errors import InputError
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServeConfig:
+    """Options of `gt serve`. bundles: [] = the bundled default identity (avatar "default")."""
+
+    bundles: list[Path] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 8010
+    max_sessions: int = 8
+    token: str | None = None
+    engine: str = "auto"
+    raster: str = "auto"
+    max_batch: int = 8              # frames per cross-session batch (1: every frame alone)
+    max_message_bytes: int = 1 << 20   # one client message (binary PCM chunk or text)
+    max_queued_s: float = 60.0      # audio received and not yet sent back as frames, per session
+    allow_origins: list[str] = field(default_factory=list)  # extra Origin values besides the server's own
+    jpeg_quality: int = 85
+    replica: str | None = None      # name in the ready message (default: host:pid)
+    log_level: str = "warning"
+
+    def check(self) -> "ServeConfig":
+        """Raise a one-line InputError for an unsafe or impossible setting; returns self."""
+        if not is_loopback(self.host) and not self.token:
+            raise InputError(f"--host {self.host}: serving beyond this machine needs a token | add --token SECRET "
+                             "(clients then pass ?token=SECRET), or keep --host 127.0.0.1")
+        if not 0 <= int(self.port) <= 65535:
+            raise InputError(f"--port {self.port}: not a TCP port | use 1-65535 (0: any free port)")
+        if self.max_sessions < 1:
+            raise InputError(f"--max-sessions {self.max_sessions}: must be at least 1")
+        if self.max_batch < 1:
+            raise InputError(f"--max-batch {self.max_batch}: must be at least 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InputError(f"--jpeg-quality {self.jpeg_quality}: must be 1-100")
+        for b in self.bundles:
+            if not Path(b).is_dir():
+                raise InputError(f"--bundle {b}: no such bundle directory | give a NAME.gtb written by gt export")
+        return self

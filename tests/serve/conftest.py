@@ -1,0 +1,28 @@
+"""Fixtures of the gt serve tests: the default avatar loaded once, a live server on a free port."""
+import pytest
+
+pytest.importorskip("fastapi", reason="gt serve needs the serve extra: pip install 'gt[serve]'")
+pytest.importorskip("uvicorn", reason="gt serve needs the serve extra: pip install 'gt[serve]'")
+pytest.importorskip("websockets", reason="gt serve needs the serve extra: pip install 'gt[serve]'")
+
+
+@pytest.fixture(scope="session")
+def avatars():
+    """{"default": Avatar} of the bundled 128 px identity, shared by every server of the test session."""
+    from gt_serve import ServeConfig
+    from gt_serve.app import load_avatars
+
+    av = load_avatars(ServeConfig())
+    yield av
+    for a in av.values():
+        a.close()
+
+
+@pytest.fixture(scope="module")
+def server(avatars):
+    """A live server (max 6 sessions) -> (base "127.0.0.1:PORT", app)."""
+    from gt_serve import ServeConfig
+    from serve_support import live_server
+
+    with live_server(ServeConfig(port=0, max_sessions=6, max_queued_s=20.0), avatars) as s:
+        yield s
