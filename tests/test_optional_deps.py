@@ -44,8 +44,21 @@ CASES = [
 ]
 
 
+def _talk_video(path: Path) -> None:
+    """A readable 1 s, 64 px mp4 without sound (gt preprocess reads it before it builds the detector)."""
+    import numpy as np
+
+    from gt_runtime.playback.video import Mp4Writer
+
+    with Mp4Writer(path, 64, 64, 25, None) as w:
+        for i in range(25):
+            w.write(np.full((64, 64, 3), 8 * i, np.uint8))
+
+
 @pytest.mark.parametrize("module,extra,argv,what", CASES, ids=[f"{c[0]}-{c[2][0]}" for c in CASES])
 def test_missing_package_is_one_line_exit_2_naming_the_extra(module, extra, argv, what, tmp_path):
+    if "preprocess" in argv:
+        _talk_video(tmp_path / "talk.mp4")
     r = run_without((module,), [a.format(tmp=tmp_path) for a in argv])
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, r.stderr

@@ -196,11 +196,11 @@ def preprocess(cfg: PreprocessConfig) -> Path:
     from gt_train.preprocess.video_io import iter_frames, probe, read_audio
 
     out = _check(cfg)
-    detector = make_detector(cfg.detector)  # before reading the video: a missing detector package fails fast
     video = Path(cfg.video)
     info = probe(video)
     size, fps = int(cfg.size), int(cfg.fps)
     show = cfg.progress
+    detector = make_detector(cfg.detector)
     warnings_: list[str] = []
 
     # -- pass 1: face track on a sample of frames -> the crop --------------------------------
