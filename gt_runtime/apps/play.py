@@ -3,8 +3,8 @@
     from gt_runtime.apps.play import PlayConfig, play
     result = play(PlayConfig(speech="speech.wav", bundle="may.gtb", out="out.mp4", fps=True))
 
-The speech is checked (readable, not empty, finite, not silent) before any output is
-created; an mp4 is written under a temporary name and only moved into place when
+The speech is checked (readable, not empty, finite) before any output is created; a
+silent speech renders the avatar at rest, with a warning; an mp4 is written under a temporary name and only moved into place when
 complete. Video duration = ceil(S / 640) frames at 25 fps = audio duration + < 1 frame.
 """
 from __future__ import annotations
@@ -88,12 +88,16 @@ def play(cfg: PlayConfig) -> PlayResult:
     """Render the speech with the bundle into cfg.out -> PlayResult (one-line InputError on bad input)."""
     from gt_runtime.assets import default_bundle
     from gt_runtime.audio import SAMPLE_RATE, load_audio, num_video_frames
+    from gt_runtime.audio.io import SILENCE_PEAK
     from gt_runtime.playback.player import Player
 
     t_start = time.perf_counter()
     kind = _sink_kind(str(cfg.out))
     t0 = time.perf_counter()
-    pcm, sr = load_audio(cfg.speech)                      # checks the speech before any output exists
+    pcm, sr = load_audio(cfg.speech, allow_silent=True)   # checks the speech before any output exists
+    if float(np.max(np.abs(pcm))) < SILENCE_PEAK:
+        print(f"gt play: warning: {cfg.speech}: the audio is silent (peak below -80 dBFS); rendering the avatar at rest",
+              file=sys.stderr)
     t_load = time.perf_counter() - t0
     bundle = cfg.bundle if cfg.bundle is not None else default_bundle()
     player = Player(bundle, engine=cfg.engine, raster=cfg.raster, batch=cfg.batch, threads=cfg.threads, overlap=cfg.overlap)

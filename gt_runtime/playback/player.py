@@ -60,13 +60,13 @@ class Player:
         """speech: a file path, or pcm [S] / [S, C] float32 at sample_rate -> frames uint8 [H, W, 3] at 25 fps.
 
         ceil(S16k / 640) frames for S16k samples at 16 kHz. Bad audio (unreadable, empty,
-        NaN, silent) raises a one-line InputError before any frame is made.
+        NaN) raises a one-line InputError before any frame is made; silence is valid (the avatar at rest).
         """
         if isinstance(speech, (str, Path)):
-            pcm, sample_rate = load_audio(speech)
+            pcm, sample_rate = load_audio(speech, allow_silent=True)
         else:
             pcm = np.asarray(speech, np.float32)
-            check_pcm(pcm.reshape(-1), "audio")
+            check_pcm(pcm.reshape(-1), "audio", allow_silent=True)
         s = session or self.session()
         return self._run(s, pcm, sample_rate)
 
