@@ -50,6 +50,14 @@ bench: $(VENV)/.installed
 	$(PY) tools/bench/raster.py --cpu-budget 180 --out tools/bench/RESULTS.md
 	$(PY) tools/bench/suite.py --out tools/bench/RESULTS.md
 
+# One prepared check for a lent GPU (tools/gpu_check.py, under 8 minutes): the gpu tests, then the GPU
+# benchmarks -> $(OUT)/gpu_check/gpu_check.{json,md}. No venv needed: the lent machine's own python
+# (torch, cupy, onnxruntime installed) runs it from the source tree. Without a GPU every step is skipped.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+.PHONY: gpu-check
+gpu-check:
+	PYTHONPATH=. $(GPU_PY) tools/gpu_check.py --out $(OUT)/gpu_check
+
 # C host API (plugins/host): libgt_host.so embeds the Python that runs gt_runtime
 # (the venv's base interpreter when .venv exists, else $(PYTHON)); see plugins/host/README.md.
 HOST_PY     = $(if $(wildcard $(PY)),$(PY),$(PYTHON))

@@ -90,18 +90,13 @@ class OnnxBlockRunner:
 
     def _session(self):
         if self._sess is None:
-            from gt_runtime.engines.ort_engine import cpu_session_options
-            from gt_runtime.errors import require
+            from gt_runtime.engines.loaders import SessionFromOnnx
 
-            ort = require("onnxruntime", "export")
+            load = SessionFromOnnx(self.path, threads=self.threads, what="the audio front end", label="the audio front end",
+                                   fix="re-run gt preprocess --audio-model, then gt train / gt export")
             if not self.path.is_file():
                 raise InputError(f"{self.path}: the audio front-end graph is missing | re-run the step that wrote it (gt preprocess --audio-model, gt export)")
-            try:
-                sess = ort.InferenceSession(str(self.path), sess_options=cpu_session_options(self.threads),
-                                            providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise InputError(f"{self.path}: ONNX Runtime cannot load the audio front end ({msg}) | re-run gt preprocess --audio-model, then gt train / gt export") from None
+            sess = load()
             ins, outs = sess.get_inputs(), sess.get_outputs()
             want_in = [1, self.spec.window_samples]
             if [i.name for i in ins] != [ONNX_INPUT] or list(ins[0].shape) != want_in or ONNX_OUTPUT not in [o.name for o in outs]:

@@ -8,58 +8,49 @@ rasterizer's cores). The deform graph is the bundle's (`deform.onnx`,
 (`gt_runtime.engines.onnx_graphs`).
 
 CUDA EP (onnxruntime-gpu): inputs and outputs are CuPy device buffers bound with
-IOBinding (no host copies), on the current CuPy stream (`user_compute_stream`).
+IOBinding (no host copies). Each runner runs its graph on its own non-blocking CuPy
+stream (`user_compute_stream`), ordered after the caller's current stream by an event
+before the run and before the caller's stream by an event after it: no device-wide
+synchronisation. A session that ONNX Runtime quietly built on the CPU (CUDA or cuDNN
+failed to load) is refused at activate().
+
+Sessions come from loaders (gt_runtime.engines.loaders), created in activate().
 """
 from __future__ import annotations
-
-import os
 
 import numpy as np
 
 from gt_runtime.engines.base import AUDIO_INPUTS, AUDIO_OUTPUTS, DEFORM_INPUTS, DEFORM_OUTPUTS, Runner
+from gt_runtime.engines.loaders import (CudaSessionFromOnnx, SessionFromOnnx, cpu_session_options,  # noqa: F401 (re-exported)
+                                        cuda_provider_available, usable_cores)
 from gt_runtime.errors import InputError, require
 
 
 CPU_CHUNK_ROWS = 4096
 
 
-def usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def cpu_session_options(threads: int | None = None):
-    ort = require("onnxruntime", "export")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads or usable_cores())
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    return so
-
-
 def cuda_available() -> bool:
-    """True when onnxruntime has the CUDA execution provider (onnxruntime-gpu)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return False
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+    """True when onnxruntime lists the CUDA execution provider (onnxruntime-gpu)."""
+    return cuda_provider_available()
 
 
 class OrtRunner(Runner):
-    """One ONNX graph through ONNX Runtime. `model` is a path, serialized bytes or a ModelProto."""
+    """One ONNX graph through ONNX Runtime.
 
-    def __init__(self, model, name: str, input_ranks: dict, output_names: tuple, device: str = "cpu",
+    `session`: a loader called in activate() (`SessionFromOnnx` on the CPU, `CudaSessionFromOnnx` on
+    CUDA, called with the runner's stream), or a model (a path, serialized bytes or a ModelProto) that
+    the runner wraps in the loader of its device.
+    """
+
+    def __init__(self, session, name: str, input_ranks: dict, output_names: tuple, device: str = "cpu",
                  threads: int | None = None, optional_inputs: tuple = (), constant_feed: dict | None = None,
                  chunk_rows: int = 0, derive: dict | None = None):
         super().__init__(name)
-        self._model = model
+        if not callable(session):
+            where = str(session) if isinstance(session, str) or hasattr(session, "__fspath__") else name
+            session = (SessionFromOnnx(session, threads=threads, where=where) if device == "cpu" else
+                       CudaSessionFromOnnx(session, where=where, what="engine onnxruntime-cuda"))
+        self._load = session
         self.input_ranks = dict(input_ranks)
         self.optional_inputs = tuple(optional_inputs)
         self.output_names = tuple(output_names)
@@ -71,41 +62,24 @@ class OrtRunner(Runner):
         self._derive = dict(derive or {})  # input name -> (source input, fn) when the source is fed
 
     def activate_impl(self):
-        ort = require("onnxruntime", "export")
-        model = self._model
-        if hasattr(model, "SerializeToString"):
-            model = model.SerializeToString()
-        elif not isinstance(model, (bytes, bytearray)):
-            model = str(model)
-        try:
-            if self.device == "cpu":
-                self.sess = ort.InferenceSession(model, sess_options=cpu_session_options(self.threads),
-                                                 providers=["CPUExecutionProvider"])
-            else:
-                if not cuda_available():
-                    raise InputError("onnxruntime has no CUDA execution provider | install onnxruntime-gpu, or use --engine array-cupy / tensorrt")
-                cp = require("cupy", "gpu")
-                self.cp = cp
-                self.stream = cp.cuda.get_current_stream()
-                opts = {"device_id": cp.cuda.Device().id, "user_compute_stream": str(self.stream.ptr),
-                        "do_copy_in_default_stream": "0"}
-                so = ort.SessionOptions()
-                so.log_severity_level = 3
-                self.sess = ort.InferenceSession(model, sess_options=so,
-                                                 providers=[("CUDAExecutionProvider", opts), "CPUExecutionProvider"])
-        except InputError:
-            raise
-        except Exception as exc:
-            where = model if isinstance(model, str) else self.name
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{where}: ONNX Runtime cannot load the graph ({msg}) | re-export the bundle with gt export") from None
+        if self.device == "cpu":
+            self.sess = self._load()
+        else:
+            if not cuda_available():
+                raise InputError("onnxruntime has no CUDA execution provider | install onnxruntime-gpu, or use --engine array-cupy / tensorrt")
+            cp = require("cupy", "engine onnxruntime-cuda")
+            self.cp = cp
+            # The runner's own stream: not the legacy null stream, which would serialise with every other one.
+            self.stream = cp.cuda.Stream(non_blocking=True)
+            self.sess = self._load(self.stream.ptr, cp.cuda.Device().id)
         self._inputs = [i.name for i in self.sess.get_inputs()]
         self._outputs = [o.name for o in self.sess.get_outputs()]
         missing = set(self.output_names) - set(self._outputs)
         if missing:
             raise InputError(f"{self.name}: the ONNX graph lacks outputs {sorted(missing)} | re-export the bundle with gt export")
         if self.device != "cpu":
-            self._constant = {k: self.cp.asarray(v, dtype=self.cp.float32) for k, v in self._constant.items()}
+            with self.stream:
+                self._constant = {k: self.cp.asarray(v, dtype=self.cp.float32) for k, v in self._constant.items()}
 
     def _full_feed(self, feed):
         full = {k: v for k, v in feed.items() if k in self._inputs}
@@ -133,23 +107,28 @@ class OrtRunner(Runner):
         return self._infer_cuda(full)
 
     def _infer_cuda(self, full):
-        cp = self.cp
-        io = self.sess.io_binding()
-        keep = []
-        for k, v in full.items():
-            v = cp.ascontiguousarray(cp.asarray(v, dtype=cp.float32))
-            keep.append(v)
-            io.bind_input(name=k, device_type="cuda", device_id=cp.cuda.Device().id, element_type=np.float32,
-                          shape=tuple(v.shape), buffer_ptr=v.data.ptr)
-        outs = {}
-        for name, shape in self._output_shapes(full).items():
-            y = cp.empty(shape, cp.float32)
-            outs[name] = y
-            io.bind_output(name=name, device_type="cuda", device_id=cp.cuda.Device().id, element_type=np.float32,
-                           shape=tuple(shape), buffer_ptr=y.data.ptr)
-        io.synchronize_inputs()
-        self.sess.run_with_iobinding(io)
-        io.synchronize_outputs()
+        cp, stream = self.cp, self.stream
+        caller = cp.cuda.get_current_stream()
+        stream.wait_event(caller.record())  # the inputs the caller queued are written before the graph reads them
+        dev = cp.cuda.Device().id
+        with stream:
+            io = self.sess.io_binding()
+            keep = []
+            for k, v in full.items():
+                v = cp.ascontiguousarray(cp.asarray(v, dtype=cp.float32))
+                keep.append(v)
+                io.bind_input(name=k, device_type="cuda", device_id=dev, element_type=np.float32,
+                              shape=tuple(v.shape), buffer_ptr=v.data.ptr)
+            outs = {}
+            for name, shape in self._output_shapes(full).items():
+                y = cp.empty(shape, cp.float32)
+                outs[name] = y
+                io.bind_output(name=name, device_type="cuda", device_id=dev, element_type=np.float32,
+                               shape=tuple(shape), buffer_ptr=y.data.ptr)
+            # No io.synchronize_inputs/outputs: on the CUDA EP they synchronise the whole device.
+            self.sess.run_with_iobinding(io)
+        caller.wait_event(stream.record())  # the caller's later work sees the outputs
+        self._alive = keep  # inputs stay allocated until the next call (the stream may still read them)
         return outs
 
     def _output_shapes(self, full) -> dict:
@@ -193,7 +172,10 @@ def deform_runner(bundle, precision: str = "fp32", device: str = "cpu", graph: s
         derive = None
         model = bundle.onnx_path(precision)
     name = f"onnxruntime-{device}-{precision}{'-fast' if graph == 'fast' else ''}"
-    return OrtRunner(model, name, DEFORM_INPUTS, DEFORM_OUTPUTS, device=device, threads=threads,
+    where = str(model) if graph != "fast" else name
+    session = (SessionFromOnnx(model, threads=threads, where=where) if device == "cpu" else
+               CudaSessionFromOnnx(model, where=where, what="engine onnxruntime-cuda"))
+    return OrtRunner(session, name, DEFORM_INPUTS, DEFORM_OUTPUTS, device=device, threads=threads,
                      optional_inputs=("queries",), constant_feed=constant,
                      chunk_rows=CPU_CHUNK_ROWS if device == "cpu" else 0, derive=derive)
 
@@ -202,7 +184,9 @@ def audio_runner(bundle, device: str = "cpu", threads: int | None = None) -> Ort
     from gt_runtime.contract import AUDIO_ONNX
 
     # A tiny graph: one thread, so that its pool never competes with the deform engine's.
-    runner = OrtRunner(bundle.file(AUDIO_ONNX), f"onnxruntime-audio-{device}", AUDIO_INPUTS, AUDIO_OUTPUTS,
-                       device=device, threads=threads or 1)
+    path, threads = bundle.file(AUDIO_ONNX), threads or 1
+    session = (SessionFromOnnx(path, threads=threads) if device == "cpu" else
+               CudaSessionFromOnnx(path, what="engine onnxruntime-cuda"))
+    runner = OrtRunner(session, f"onnxruntime-audio-{device}", AUDIO_INPUTS, AUDIO_OUTPUTS, device=device, threads=threads)
     runner.audio_dim = bundle.audio_dim
     return runner

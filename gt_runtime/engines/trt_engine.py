@@ -3,13 +3,18 @@
 Build: the bundle's ONNX (`deform.onnx` for fp32, `deform.fp16.onnx` for fp16) is parsed
 into a **strongly typed** network (precision comes from the ONNX, no builder flags),
 with one optimisation profile over B (frames per batch) and N (Gaussians) and a
-timing cache kept beside the engines. The plan is stored as
+timing cache kept beside the engines, keyed like them
+(``engines/timing-<gpu-name>-sm<cc>-trt<version>.cache``: TensorRT refuses a cache from
+another device or version, and then the build starts from an empty one). The plan is stored as
 ``engines/<gpu-name>-sm<cc>-trt<version>-<precision>.plan`` plus a JSON with the same
 key, the ONNX's SHA-256 and the plan's SHA-256, so a stale engine is never loaded on
 another GPU or TensorRT version (one-line error) and a changed ONNX triggers a rebuild.
 
-Run: `execute_async_v3` on one CUDA stream (CuPy's current stream) with tensor
-addresses taken from CuPy arrays; inputs may be numpy (copied once) or CuPy.
+Run: `execute_async_v3` on the runner's own non-blocking CuPy stream (not the default
+stream, on which TensorRT adds device-wide synchronisation), ordered after the caller's
+current stream by an event before the run and before it by an event after; tensor
+addresses are taken from CuPy arrays, copied when not 256-byte aligned (TensorRT's rule;
+an offset view is not); inputs may be numpy (copied once) or CuPy.
 
 `tensorrt` and `cupy` are imported inside the functions that need them, so this module
 imports on a CPU-only machine; the key/metadata logic is testable there.
@@ -31,6 +36,7 @@ from gt_runtime.errors import InputError, require
 TRT_PRECISIONS = ("fp32", "fp16")
 DEFAULT_MAX_BATCH = 8
 WORKSPACE_BYTES = 2 << 30
+TENSOR_ALIGNMENT = 256  # bytes: IExecutionContext.set_tensor_address refuses other addresses
 
 
 def slug(text: str) -> str:
@@ -55,6 +61,11 @@ def device_key(precision: str, gpu_name: str | None = None, sm: int | None = Non
 def key_name(key: dict) -> str:
     """{"gpu","sm","trt","precision"} -> 'NVIDIA-H100-80GB-HBM3-sm90-trt10.3.0-fp16'."""
     return f"{key['gpu']}-sm{key['sm']}-trt{key['trt']}-{key['precision']}"
+
+
+def timing_cache_name(key: dict) -> str:
+    """The timing cache of this machine's engines: 'timing-<gpu>-sm<cc>-trt<version>.cache' (any precision)."""
+    return f"timing-{key['gpu']}-sm{key['sm']}-trt{key['trt']}.cache"
 
 
 def check_plan(plan_path: str | Path, key: dict, onnx_sha: str | None = None) -> dict:
@@ -121,11 +132,7 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, key: dict, n: int, 
     profile.set_shape("tokens", (1, 4, 64), (max(1, min(opt_batch, max_batch)), 4, 64), (max_batch, 4, 64))
     profile.set_shape("queries", (1, 64), (n, 64), (n, 64))
     config.add_optimization_profile(profile)
-    cache_blob = b""
-    if timing_cache is not None and Path(timing_cache).is_file():
-        cache_blob = Path(timing_cache).read_bytes()
-    cache = config.create_timing_cache(cache_blob)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _use_timing_cache(config, timing_cache)
     t0 = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -135,14 +142,31 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, key: dict, n: int, 
     with open(tmp, "wb") as f:
         f.write(memoryview(plan))
     tmp.replace(plan_path)
-    if timing_cache is not None:
-        Path(timing_cache).write_bytes(memoryview(config.get_timing_cache().serialize()))
+    cache = config.get_timing_cache() if timing_cache is not None else None
+    if cache is not None:  # None: no cache was set (TensorRT refused every one)
+        tmp = Path(timing_cache).with_name(Path(timing_cache).name + ".partial")
+        tmp.write_bytes(memoryview(cache.serialize()))
+        tmp.replace(timing_cache)
     meta = dict(key)
     meta.update({"onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path), "plan_sha256": sha256_file(plan_path),
                  "profile": {"batch": [1, opt_batch, max_batch], "n": [1, n, n]},
                  "build_s": round(time.perf_counter() - t0, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     plan_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _use_timing_cache(config, path) -> bool:
+    """Set the timing cache read from `path` on the builder config, or an empty one when there is none or TensorRT
+    refuses it (set_timing_cache -> False: made on another device or TensorRT version) -> True if `path` was used."""
+    if path is not None and Path(path).is_file():
+        try:
+            cache = config.create_timing_cache(Path(path).read_bytes())
+        except Exception:  # not a timing cache (truncated, or another TensorRT's format)
+            cache = None
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return True
+    config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    return False
 
 
 def ensure_plan(bundle, precision: str = "fp16", max_batch: int = DEFAULT_MAX_BATCH, key: dict | None = None) -> Path:
@@ -158,12 +182,12 @@ def ensure_plan(bundle, precision: str = "fp16", max_batch: int = DEFAULT_MAX_BA
         meta = check_plan(plan, key, onnx_sha)
         if not meta["stale"] and meta.get("profile", {}).get("batch", [0, 0, 0])[2] >= max_batch:
             return plan
-    build_plan(onnx_path, plan, key, bundle.num_gaussians, max_batch=max_batch, timing_cache=d / "timing.cache")
+    build_plan(onnx_path, plan, key, bundle.num_gaussians, max_batch=max_batch, timing_cache=d / timing_cache_name(key))
     return plan
 
 
 class TrtDeformRunner(Runner):
-    """deform graph through a TensorRT engine: execute_async_v3, CuPy buffers, one stream."""
+    """deform graph through a TensorRT engine: execute_async_v3, CuPy buffers, the runner's own stream."""
 
     input_ranks = DEFORM_INPUTS
     optional_inputs = ("queries",)
@@ -194,23 +218,34 @@ class TrtDeformRunner(Runner):
         if self.engine is None:
             raise InputError(f"{plan}: TensorRT cannot deserialize this engine | delete {plan.name} to rebuild it")
         self.context = self.engine.create_execution_context()
-        self.stream = cp.cuda.get_current_stream()
+        self.stream = cp.cuda.Stream(non_blocking=True)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         for n in names:
             if self.engine.get_tensor_dtype(n) != trt.DataType.FLOAT:
                 raise InputError(f"{plan}: engine tensor {n} is {self.engine.get_tensor_dtype(n)} | expected FP32 I/O (export with keep_io_types)")
-        self.queries = cp.ascontiguousarray(cp.asarray(self._queries_host, dtype=cp.float32))
+        with self.stream:
+            self.queries = self._device_input(self._queries_host)
+
+    def _device_input(self, x):
+        """x (numpy or CuPy) -> a C-contiguous float32 CuPy array at a 256-byte-aligned address (copied if needed)."""
+        cp = self.cp
+        x = cp.ascontiguousarray(cp.asarray(x, dtype=cp.float32))
+        if x.data.ptr % TENSOR_ALIGNMENT:  # e.g. a view at an offset into a larger array
+            x = x.copy()
+        return x
 
     def infer_impl(self, feed):
-        cp = self.cp
-        tokens = cp.ascontiguousarray(cp.asarray(feed["tokens"], dtype=cp.float32))
-        queries = self.queries if feed.get("queries") is None else cp.ascontiguousarray(cp.asarray(feed["queries"], dtype=cp.float32))
-        bsz = tokens.shape[0]
+        cp, stream = self.cp, self.stream
+        bsz = feed["tokens"].shape[0]
         if bsz > self.meta["profile"]["batch"][2]:
             raise ValueError(f"{self.name}: input tensor 'tokens' | batch {bsz} | expected at most {self.meta['profile']['batch'][2]} (rebuild with a larger max batch)")
-        with self._run_lock:
+        caller = cp.cuda.get_current_stream()
+        with self._run_lock, stream:
+            stream.wait_event(caller.record())  # what the caller queued (the inputs) comes first
+            tokens = self._device_input(feed["tokens"])
+            queries = self.queries if feed.get("queries") is None else self._device_input(feed["queries"])
             ctx = self.context
             for name, x in (("tokens", tokens), ("queries", queries)):
                 # False (shape outside the profile) would leave the previous shape in force: outputs of the wrong size
@@ -218,17 +253,16 @@ class TrtDeformRunner(Runner):
                     prof = self.meta["profile"]
                     raise ValueError(f"{self.name}: input tensor {name!r} | shape {tuple(x.shape)} | expected batch "
                                      f"1..{prof['batch'][2]} and N 1..{prof['n'][2]} (the engine's profile)")
-            ctx.set_tensor_address("tokens", tokens.data.ptr)
-            ctx.set_tensor_address("queries", queries.data.ptr)
-            outs = {}
-            for name in self.outputs:
-                y = cp.empty(tuple(ctx.get_tensor_shape(name)), cp.float32)
-                ctx.set_tensor_address(name, y.data.ptr)
-                outs[name] = y
-            if not ctx.execute_async_v3(self.stream.ptr):
+            outs = {name: cp.empty(tuple(ctx.get_tensor_shape(name)), cp.float32) for name in self.outputs}
+            for name, x in (("tokens", tokens), ("queries", queries), *outs.items()):
+                # False (e.g. a misaligned address) keeps the previous address: the run would use stale memory
+                if not ctx.set_tensor_address(name, x.data.ptr):
+                    raise RuntimeError(f"{self.name}: TensorRT refused the address of tensor {name!r} (see the TensorRT log)")
+            if not ctx.execute_async_v3(stream.ptr):
                 raise RuntimeError(f"{self.name}: execute_async_v3 failed (see the TensorRT log)")
             # Keep the inputs alive until the stream has consumed them.
             self._alive = (tokens, queries)
+        caller.wait_event(stream.record())  # the caller's later work sees the outputs
         return outs
 
     def synchronize(self):
@@ -252,4 +286,5 @@ def available() -> bool:
         return False
 
 
-__all__ = ["TrtDeformRunner", "build_plan", "check_plan", "device_key", "ensure_plan", "key_name", "available"]
+__all__ = ["TrtDeformRunner", "build_plan", "check_plan", "device_key", "ensure_plan", "key_name", "timing_cache_name",
+           "available"]

@@ -24,9 +24,21 @@ copies (`ndarray.get`, `asnumpy`) and scalar reads (`int()` / `float()` / `bool(
 device array, which synchronise on a GPU). Reductions and integer indexing give 0-d device arrays,
 as in CuPy, so a scalar read is always seen.
 
-Not emulated: asynchrony (every call has finished when it returns, so a missing stream
-synchronisation is not caught), separate memory spaces beyond the checks above (`np.asarray(dev)`
-gives a host view here where CuPy raises), NVRTC, __expf and device speed.
+Stream order is modelled (not asynchrony: every call has finished when it returns). Each stream
+counts the work queued on it (allocations, copies, array functions, kernels, engine runs) and keeps a
+vector clock of the work it is ordered after: `Stream.wait_event` merges the clock an `Event` recorded,
+`Stream.synchronize` and `Device.synchronize` order the host (so work queued afterwards on any stream)
+after it, and the legacy null stream (ptr 0) is ordered with every blocking stream, as in CUDA.
+`ordered(after, before)` answers; `check_caller_order(stream, what)` is what the TensorRT and ONNX
+Runtime stand-ins call when they run on a raw stream handle: the work the caller queued on its own
+stream must be ordered before, else RuntimeError (a race on a GPU). Whole-device synchronisations
+are logged (`LOG.device_syncs`) so tests can require none.
+
+Fresh device arrays are 512-byte aligned, as CuPy's allocator gives them; a view at an offset is not
+(TensorRT needs 256-byte-aligned tensor addresses).
+
+Not emulated: separate memory spaces beyond the checks above (`np.asarray(dev)` gives a host view here
+where CuPy raises), NVRTC, __expf and device speed.
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ class Transfer:
 @dataclass
 class Log:
     transfers: list[Transfer] = field(default_factory=list)
+    device_syncs: list[str] = field(default_factory=list)  # where each whole-device synchronisation came from
 
     def add(self, kind: str, a) -> None:
         self.transfers.append(Transfer(kind, int(a.nbytes), tuple(a.shape), str(a.dtype), _caller()))
@@ -78,6 +91,7 @@ class Log:
 
     def clear(self) -> None:
         self.transfers.clear()
+        self.device_syncs.clear()
 
 
 LOG = Log()
@@ -123,12 +137,35 @@ def _base(x):
     return x
 
 
+ALIGNMENT = 512  # CuPy's memory pool hands out 512-byte-aligned blocks
+
+
+def _aligned_empty(shape, dtype, order="C") -> np.ndarray:
+    """A host numpy array whose data starts on an ALIGNMENT boundary (device memory stands in for it)."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    off = (-raw.ctypes.data) % ALIGNMENT
+    flat = raw[off : off + nbytes].view(dtype)
+    return flat.reshape(shape, order=order) if order in ("C", "F") else flat.reshape(shape)
+
+
+def _rehome(a: np.ndarray) -> np.ndarray:
+    """A freshly allocated numpy result -> the same values in aligned memory (views are kept as they are)."""
+    if a.base is not None or a.ctypes.data % ALIGNMENT == 0:
+        return a
+    out = _aligned_empty(a.shape, a.dtype, "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C")
+    np.copyto(out, a)
+    return out
+
+
 def _device(r):
-    """numpy results -> device arrays (scalars -> 0-d arrays, as CuPy returns)."""
+    """numpy results -> device arrays (scalars -> 0-d arrays, as CuPy returns); new memory is aligned."""
     if isinstance(r, np.ndarray):
-        return r.view(ndarray)
+        return _rehome(r).view(ndarray)
     if isinstance(r, np.generic):
-        return np.asarray(r).view(ndarray)
+        return _rehome(np.asarray(r)).view(ndarray)
     if isinstance(r, tuple):
         return tuple(_device(v) for v in r)
     return r
@@ -137,6 +174,7 @@ def _device(r):
 def _call(fn, what: str, args, kwargs):
     _check(args, what)
     _check(kwargs, what)
+    _work(get_current_stream())
     out = kwargs.get("out")
     r = _device(fn(*_base(args), **_base(kwargs)))
     return out if out is not None and not isinstance(out, tuple) else r
@@ -148,6 +186,7 @@ class ndarray(np.ndarray):  # noqa: N801 - cupy's name
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         what = f"cupy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
         _check(inputs, what)
+        _work(get_current_stream())
         if out is not None:
             _check(out, what)
             kwargs["out"] = _base(out)
@@ -166,6 +205,7 @@ class ndarray(np.ndarray):  # noqa: N801 - cupy's name
     def __setitem__(self, key, value):
         _check(key, "device array indexing")
         _check(value, "device array assignment")
+        _work(get_current_stream())
         super().__setitem__(_base(key), _base(value))
 
     def __iter__(self):
@@ -207,6 +247,22 @@ class ndarray(np.ndarray):  # noqa: N801 - cupy's name
             raise ValueError(f"ndarray.get: out {out.dtype}{list(out.shape)} != array {src.dtype}{list(src.shape)}")
         np.copyto(out, src)
         return out
+
+    def copy(self, order="C"):
+        """A new device array (fresh, so aligned, as CuPy's allocator gives it)."""
+        _work(get_current_stream())
+        out = _aligned_empty(self.shape, self.dtype, "F" if order == "F" else "C")
+        np.copyto(out, self.view(np.ndarray))
+        return out.view(ndarray)
+
+    def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
+        if not copy and self.dtype == np.dtype(dtype):
+            return self
+        _work(get_current_stream())
+        out = _aligned_empty(self.shape, dtype, "F" if order == "F" or (order in ("K", "A") and self.flags.f_contiguous
+                                                                         and not self.flags.c_contiguous) else "C")  # fmt: skip
+        np.copyto(out, self.view(np.ndarray), casting="unsafe")
+        return out.view(ndarray)
 
     @property
     def data(self):
@@ -260,7 +316,8 @@ def asarray(a, dtype=None, order=None, *, blocking=False):
         return a if dtype is None or a.dtype == np.dtype(dtype) else a.astype(dtype)
     h = np.array(a, dtype=dtype, order=order or "K", copy=True)
     LOG.add("h2d", h)
-    return h.view(ndarray)
+    _work(get_current_stream())
+    return _rehome(h).view(ndarray)
 
 
 def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
@@ -280,11 +337,15 @@ def _device_fn(name: str):
     return op
 
 
-def _alloc(fn):
+def _alloc(fill):
     def alloc(shape, dtype=float, order="C"):
-        return fn(shape, dtype=dtype, order=order).view(ndarray)
+        _work(get_current_stream())
+        a = _aligned_empty(shape, dtype, order)
+        if fill is not None:
+            a.fill(fill)
+        return a.view(ndarray)
 
-    alloc.__name__ = fn.__name__
+    alloc.__name__ = "empty" if fill is None else "zeros"
     return alloc
 
 
@@ -305,17 +366,36 @@ _DTYPES = ("float32", "int32", "int64", "uint8", "uint64")
 DEVICE_NAME = "emulated CUDA device (numpy + CPU threads)"
 
 
+_HOST: dict[int, int] = {}  # the vector clock the host has waited for (stream ptr -> work count)
+
+
+def _merge(into: dict, clock: dict) -> None:
+    for k, v in clock.items():
+        if into.get(k, 0) < v:
+            into[k] = v
+
+
+def _work(stream: "Stream") -> None:
+    """One piece of work queued on `stream`: it comes after everything the host has waited for."""
+    _merge(stream.seen, _HOST)
+    stream.ops += 1
+
+
 class Event:
-    """cupy.cuda.Event: records the wall time (work is synchronous here, so it is done when recorded)."""
+    """cupy.cuda.Event: records the wall time and the recording stream's vector clock."""
 
     def __init__(self, block=False, disable_timing=False, interprocess=False):
         self.time = None
+        self.clock: dict[int, int] = {}
 
     def record(self, stream=None):
+        stream = stream if stream is not None else get_current_stream()
         self.time = time.perf_counter()
+        self.clock = dict(stream.seen)
+        self.clock[stream.ptr] = stream.ops
 
     def synchronize(self):
-        pass
+        _merge(_HOST, self.clock)
 
     @property
     def done(self):
@@ -323,10 +403,14 @@ class Event:
 
 
 class Stream:
-    """cupy.cuda.Stream: `with stream:` makes it the thread's current stream; ptr 0 is the null stream."""
+    """cupy.cuda.Stream: `with stream:` makes it the thread's current stream; ptr 0 is the (legacy) null stream.
+
+    ops: work queued on it; seen: stream ptr -> the work of that stream this one is ordered after.
+    """
 
     _next_ptr = 1
     _tls = threading.local()
+    _all: "weakref.WeakValueDictionary[int, Stream]" = weakref.WeakValueDictionary()
     null: "Stream"
 
     def __init__(self, null=False, non_blocking=False, ptds=False):
@@ -335,12 +419,24 @@ class Stream:
         else:
             self.ptr = Stream._next_ptr
             Stream._next_ptr += 1
+        self.non_blocking = bool(non_blocking)
+        self.ops = 0
+        self.seen: dict[int, int] = {}
+        Stream._all[self.ptr] = self
 
     @staticmethod
     def check_handle(handle: int, what: str) -> None:
         """A raw stream handle (TensorRT, ONNX Runtime) must be one this fake made (0 = the null stream)."""
         if not 0 <= handle < Stream._next_ptr:
             raise RuntimeError(f"cudaErrorInvalidResourceHandle: {what} 0x{handle:x} is not a CUDA stream")
+
+    @staticmethod
+    def from_handle(handle: int, what: str) -> "Stream":
+        Stream.check_handle(handle, what)
+        s = Stream._all.get(handle)
+        if s is None:
+            raise RuntimeError(f"cudaErrorInvalidResourceHandle: {what} 0x{handle:x} was destroyed")
+        return s
 
     @classmethod
     def _stack(cls) -> list:
@@ -364,9 +460,15 @@ class Stream:
     def wait_event(self, event):
         if event.time is None:
             raise RuntimeError("Stream.wait_event: the event was never recorded")
+        _merge(self.seen, event.clock)
 
     def synchronize(self):
-        pass
+        _merge(_HOST, self.seen)
+        _merge(_HOST, {self.ptr: self.ops})
+
+    def __repr__(self):
+        kind = "null" if self.ptr == 0 else ("non-blocking" if self.non_blocking else "blocking")
+        return f"<fake cupy Stream {self.ptr} ({kind})>"
 
 
 Stream.null = Stream(null=True)
@@ -375,6 +477,35 @@ Stream.null = Stream(null=True)
 def get_current_stream(device_id=-1):
     st = Stream._stack()
     return st[-1] if st else Stream.null
+
+
+def ordered(after: Stream, before: Stream) -> bool:
+    """True when all the work queued so far on `before` comes before new work on `after`."""
+    if after is before or max(after.seen.get(before.ptr, 0), _HOST.get(before.ptr, 0)) >= before.ops:
+        return True
+    # the legacy null stream waits for, and is waited for by, every blocking stream
+    return (after.ptr == 0 and not before.non_blocking) or (before.ptr == 0 and not after.non_blocking)
+
+
+def check_caller_order(stream: Stream, what: str) -> None:
+    """`stream` is about to run work that reads what the caller queued on its current stream (the one below
+    `stream` on this thread's stack when the caller entered `with stream:`): RuntimeError unless ordered."""
+    st = Stream._stack()
+    if st and st[-1] is stream:
+        caller = st[-2] if len(st) > 1 else Stream.null
+    else:
+        caller = get_current_stream()
+    if not ordered(stream, caller):
+        raise RuntimeError(f"{what}: runs on {stream!r} unordered with the caller's {caller!r}: it may read inputs "
+                           "before they are written (a race on a GPU) | record an event on the caller's stream "
+                           "and wait_event it on the running stream")
+
+
+def device_synchronize(where: str) -> None:
+    """A whole-device synchronisation (cudaDeviceSynchronize): logged, and the host is after every stream."""
+    LOG.device_syncs.append(where)
+    for s in list(Stream._all.values()):
+        s.synchronize()
 
 
 def get_elapsed_time(start_event, end_event):
@@ -389,7 +520,7 @@ class Device:
         self.id = 0
 
     def synchronize(self):
-        pass
+        device_synchronize(f"cupy.cuda.Device.synchronize ({_caller()})")
 
 
 def _runtime():
@@ -426,7 +557,7 @@ def make_modules() -> tuple[types.ModuleType, types.ModuleType]:
     cupy = _module(
         "cupy", "numpy stand-in for CuPy (tests/cuda_emu/fake_cupy.py)",
         __version__="0.0-fake", ndarray=ndarray, cuda=cuda, asarray=asarray, asnumpy=asnumpy, argsort=argsort,
-        empty=_alloc(np.empty), zeros=_alloc(np.zeros),
+        empty=_alloc(None), zeros=_alloc(0),
         **{n: _device_fn(n) for n in _FUNCTIONS}, **{n: getattr(np, n) for n in _DTYPES},
     )  # fmt: skip
     cupyx = _module("cupyx", "numpy stand-in for cupyx (tests/cuda_emu/fake_cupy.py)",
@@ -454,6 +585,7 @@ class DeviceKernels(dict):
                     )
             if stream is not None and not isinstance(stream, Stream):
                 raise TypeError(f"{name}: stream= {type(stream)} is not a cupy.cuda.Stream")
+            _work(stream if stream is not None else get_current_stream())
             return kernel(grid, block, args, stream=stream)
 
         return launch

@@ -31,12 +31,25 @@ re-use buffer"); and, as a GPU would, that every bound address range lies inside
 array (else cudaErrorIllegalAddress). It then runs the real CPU session on the arrays behind the input
 pointers and writes the results into the bound output memory: no host copy is logged by fake_cupy.
 
-Not emulated: the CUDA kernels and their precision, asynchrony and ordering between streams (the user
-stream, CuPy's null stream, ORT's own: every run has finished when it returns), ORT-allocated device outputs (outputs bound without a buffer are not written),
-memory arenas, CUDA graphs.
+Streams, as fake_cupy models them: a session runs on its user_compute_stream, or (none, or "0", which
+ONNX Runtime takes for none) on a non-blocking stream of its own; each run must be ordered after the
+work the caller queued on its current stream (fake_cupy.check_caller_order), else RuntimeError.
+`IOBinding.synchronize_inputs/outputs` synchronise the whole device, as the CUDA EP's Sync() does
+(cudaDeviceSynchronize): logged in fake_cupy.LOG.device_syncs. A run ends with its stream synchronised
+(ONNX Runtime's default).
+
+The CUDA EP can fail to load, as it does where cuDNN or the CUDA libraries are missing
+(`install(..., cuda_fails=...)`): it is still listed by get_available_providers(), and a session asked for
+it is quietly the CPU session (get_providers() == ["CPUExecutionProvider"]) after a warning on stderr, as
+onnxruntime#13414 describes. With `lib_dir`, a stand-in capi/libonnxruntime_providers_cuda.so is built that
+links a library which is then removed, so loading it fails with the dynamic loader's own message.
+
+Not emulated: the CUDA kernels and their precision, asynchrony (every run has finished when it returns),
+ORT-allocated device outputs (outputs bound without a buffer are not written), memory arenas, CUDA graphs.
 
     fake = install(monkeypatch)        # sys.modules["onnxruntime"]; needs fake_cupy installed first
     fake.sessions, fake.runs, fake.streams  # CUDA sessions made, runs, user_compute_stream of each session
+    fake.options                       # the parsed CUDA provider options of each session
 """
 
 from __future__ import annotations
@@ -90,7 +103,9 @@ class FakeOrtCuda:
     real: types.ModuleType
     sessions: int = 0
     runs: int = 0
-    streams: list = field(default_factory=list)  # the user_compute_stream of each CUDA session
+    streams: list = field(default_factory=list)  # the user_compute_stream of each CUDA session (None: ORT's own)
+    options: list = field(default_factory=list)  # the parsed CUDA provider options of each CUDA session
+    cuda_fails: str | None = None  # why the CUDA EP does not load (None: it loads)
 
 
 _STATE: FakeOrtCuda | None = None
@@ -176,12 +191,21 @@ class InferenceSession:
         if names[-1] != "CPUExecutionProvider" or names[0] != "CUDAExecutionProvider":
             raise ValueError(f"providers {names}: ort_engine's order is CUDA then the CPU fallback")
         cuda = _cuda_options(options["CUDAExecutionProvider"])
+        if st.cuda_fails is not None:
+            # onnxruntime_pybind_state.cc: a warning, then the session is built with the remaining providers
+            print(f"[W:onnxruntime:Default] Failed to create CUDAExecutionProvider. {st.cuda_fails}. Require cuDNN 9.* "
+                  "and CUDA 12.*. Please install all dependencies as mentioned in the GPU requirements page "
+                  "(https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider.html#requirements), "
+                  "make sure they're in the PATH, and that your GPU is supported.", file=sys.stderr)
+            return st.real.InferenceSession(path_or_bytes, sess_options=sess_options, providers=["CPUExecutionProvider"])
         self = object.__new__(_CudaSession)
         self._sess = st.real.InferenceSession(path_or_bytes, sess_options=sess_options, providers=["CPUExecutionProvider"])
         self._device_id = cuda.get("device_id", 0)
-        self._stream = cuda.get("user_compute_stream")
+        user = cuda.get("user_compute_stream") or None  # 0 is "no user stream" (ORT resets has_user_compute_stream)
+        self._stream = fake_cupy.Stream.from_handle(user, "user_compute_stream") if user else fake_cupy.Stream(non_blocking=True)
         st.sessions += 1
-        st.streams.append(self._stream)
+        st.streams.append(user)
+        st.options.append(cuda)
         return self
 
 
@@ -206,6 +230,7 @@ class _CudaSession:
         if run_options is not None:
             raise TypeError("run_with_iobinding: run_options are not emulated (not used by ort_engine)")
         st = _state()
+        fake_cupy.check_caller_order(self._stream, "InferenceSession.run_with_iobinding")
         graph_in = {i.name: i for i in self._sess.get_inputs()}
         missing = [n for n in graph_in if n not in iobinding._inputs]
         if missing:
@@ -237,6 +262,8 @@ class _CudaSession:
                             "dim_param (all values with the same string should equate to the same size) in shapes in the model.")  # fmt: skip
             mem = fake_cupy.device_memory(ptr, y.nbytes)
             mem[:] = np.ascontiguousarray(y).reshape(-1).view(np.uint8)
+        fake_cupy._work(self._stream)
+        self._stream.synchronize()  # Run() ends by synchronising its stream
         st.runs += 1
 
 
@@ -297,14 +324,41 @@ class IOBinding:
         self._outputs[name] = self._check(f"bind_output({name})", device_type, device_id, element_type, shape, buffer_ptr)
 
     def synchronize_inputs(self):
-        pass
+        fake_cupy.device_synchronize("IOBinding.synchronize_inputs (the CUDA EP's Sync: cudaDeviceSynchronize)")
 
     def synchronize_outputs(self):
-        pass
+        fake_cupy.device_synchronize("IOBinding.synchronize_outputs (the CUDA EP's Sync: cudaDeviceSynchronize)")
 
 
-def install(monkeypatch) -> FakeOrtCuda:
-    """sys.modules["onnxruntime"] -> a module with the CUDA EP (fake_cupy.install must come first); undone by monkeypatch."""
+def _broken_provider_library(lib_dir, missing: str) -> str:
+    """Build <lib_dir>/capi/libonnxruntime_providers_cuda.so linked against `missing` (a stub built, linked, then
+    removed) -> the directory to use as the fake module's location. Loading it then fails as on a machine without
+    that library."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    cc = shutil.which("gcc") or shutil.which("cc") or shutil.which("g++")
+    if cc is None:
+        raise FileNotFoundError("no C compiler to build the stand-in CUDA provider library")
+    capi = Path(lib_dir) / "capi"
+    capi.mkdir(parents=True, exist_ok=True)
+    src = Path(lib_dir) / "stub.c"
+    src.write_text("int gt_fake_provider(void) { return 0; }\n")
+    dep = Path(lib_dir) / missing
+    subprocess.run([cc, "-shared", "-fPIC", f"-Wl,-soname,{missing}", "-o", str(dep), str(src)], check=True, capture_output=True)
+    subprocess.run([cc, "-shared", "-fPIC", "-Wl,--no-as-needed", "-o", str(capi / "libonnxruntime_providers_cuda.so"),
+                    str(src), str(dep)], check=True, capture_output=True)  # fmt: skip
+    dep.unlink()
+    return str(Path(lib_dir) / "__init__.py")
+
+
+def install(monkeypatch, cuda_fails: str | None = None, lib_dir=None, missing_lib: str = "libcudnn.so.9") -> FakeOrtCuda:
+    """sys.modules["onnxruntime"] -> a module with the CUDA EP (fake_cupy.install must come first); undone by monkeypatch.
+
+    cuda_fails: the CUDA EP is listed but does not load (the reason ONNX Runtime's warning gives); with lib_dir,
+    the module's capi/libonnxruntime_providers_cuda.so needs `missing_lib`, which is absent.
+    """
     import onnxruntime as real
 
     real = sys.modules.get("onnxruntime", real)
@@ -312,14 +366,14 @@ def install(monkeypatch) -> FakeOrtCuda:
         real = real.__fake_ort_cuda__.real
     m = types.ModuleType("onnxruntime", "onnxruntime with an emulated CUDA EP (tests/cuda_emu/fake_ort_cuda.py)")
     m.__spec__ = importlib.machinery.ModuleSpec("onnxruntime", loader=None)  # importlib.util.find_spec needs one
-    m.__file__ = __file__
+    m.__file__ = __file__ if lib_dir is None else _broken_provider_library(lib_dir, missing_lib)
     providers = [p for p in real.get_available_providers() if p != "CPUExecutionProvider"]
     for k, v in dict(__version__=real.__version__, InferenceSession=InferenceSession,
                      get_available_providers=lambda: [*providers, "CUDAExecutionProvider", "CPUExecutionProvider"],
                      SessionOptions=real.SessionOptions, ExecutionMode=real.ExecutionMode,
                      GraphOptimizationLevel=real.GraphOptimizationLevel).items():  # fmt: skip
         setattr(m, k, v)
-    state = FakeOrtCuda(m, real)
+    state = FakeOrtCuda(m, real, cuda_fails=cuda_fails)
     m.__fake_ort_cuda__ = state
     monkeypatch.setitem(sys.modules, "onnxruntime", m)
     monkeypatch.setattr(sys.modules[__name__], "_STATE", state)

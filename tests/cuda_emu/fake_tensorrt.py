@@ -25,10 +25,17 @@ What a GPU would fault on raises RuntimeError: a tensor address that is not insi
 array large enough for the tensor (a host numpy pointer, a freed or too small buffer), or a stream handle
 that is not a fake cupy stream.
 
+Also as TensorRT 10 does: set_tensor_address refuses (False, an error on the logger, the previous address
+kept) an address that is not 256-byte aligned; set_timing_cache returns False for a cache from another
+device or TensorRT version (ignore_mismatch=False), and get_timing_cache() is None while no cache is set;
+execute_async_v3 on the legacy default stream (handle 0) synchronises the whole device (TensorRT's docs:
+"additional cudaDeviceSynchronize() calls"), logged in fake_cupy.LOG.device_syncs; a run must be ordered
+after the work the caller queued on its current stream (fake_cupy.check_caller_order).
+
 The "plan" is the ONNX bytes plus the profile, the TensorRT version and the device it was built on;
 execution runs the ONNX with onnxruntime (CPU) on the bound device memory (fake-cupy arrays are numpy) and
 writes the outputs to the bound output addresses. Not emulated: kernels, tactics, precision effects of
-TensorRT's own fusions (the ONNX's arithmetic is what runs), asynchrony, real pointer alignment rules.
+TensorRT's own fusions (the ONNX's arithmetic is what runs), asynchrony.
 
     fake = install(monkeypatch)        # sys.modules["tensorrt"]; needs fake_cupy installed first
     fake.builds, fake.errors, fake.device = {"name": ..., "sm": 90}, fake.version
@@ -49,6 +56,7 @@ from . import fake_cupy
 
 _MAGIC = b"FAKETRT1"
 DEFAULT_VERSION = "10.8.0.43"
+TENSOR_ALIGNMENT = 256  # bytes: what IExecutionContext::setTensorAddress requires
 
 
 # -- enums (TensorRT 10 values) ----------------------------------------------------------------
@@ -291,7 +299,7 @@ class IBuilderConfig:
     def __init__(self):
         self._pools: dict = {}
         self._profiles: list = []
-        self._cache = ITimingCache(_device_tag(), _state().version, [])
+        self._cache: ITimingCache | None = None  # getTimingCache() is null until a cache is set
 
     def set_memory_pool_limit(self, pool, pool_size: int) -> None:
         _type(pool, MemoryPoolType, "IBuilderConfig.set_memory_pool_limit", "pool")
@@ -326,11 +334,11 @@ class IBuilderConfig:
         _type(ignore_mismatch, bool, "IBuilderConfig.set_timing_cache", "ignore_mismatch")
         if cache._version != _state().version or (cache._device != _device_tag() and not ignore_mismatch):
             _state().errors.append(f"setTimingCache: the cache was made by TensorRT {cache._version} on {cache._device}")
-            return False
+            return False  # the config keeps the cache it had (none, at first)
         self._cache = cache
         return True
 
-    def get_timing_cache(self) -> ITimingCache:
+    def get_timing_cache(self) -> ITimingCache | None:
         return self._cache
 
 
@@ -381,7 +389,8 @@ class Builder:
             return fail(f"could not build the engine: {exc}")
         st = _state()
         st.builds += 1
-        config._cache._entries.append(hashlib.sha256(network._onnx).hexdigest()[:16])
+        if config._cache is not None:
+            config._cache._entries.append(hashlib.sha256(network._onnx).hexdigest()[:16])
         io = {n: [int(m), int(t), list(d)] for n, (m, t, d) in network._io.items()}
         header = {"trt": st.version, "device": _device_tag(), "io": io, "profiles": config._profiles,
                   "strongly_typed": bool(network._flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED))}  # fmt: skip
@@ -512,6 +521,9 @@ class IExecutionContext:
             return self._error(f"IExecutionContext::setTensorAddress: no tensor named {name!r}")
         if memory == 0:
             return self._error(f"IExecutionContext::setTensorAddress: {name}: null address")
+        if memory % TENSOR_ALIGNMENT:
+            return self._error(f"IExecutionContext::setTensorAddress: Error Code 3: API Usage Error (address 0x{memory:x} "
+                               f"of tensor {name} is not aligned to {TENSOR_ALIGNMENT} bytes)")  # fmt: skip
         self._addresses[name] = memory
         return True
 
@@ -535,7 +547,7 @@ class IExecutionContext:
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         _type(stream_handle, int, "IExecutionContext.execute_async_v3", "stream_handle")
-        fake_cupy.Stream.check_handle(stream_handle, "stream")
+        stream = fake_cupy.Stream.from_handle(stream_handle, "stream")
         e = self._engine
         inputs = [n for n in e._names if e._io[n][0] == TensorIOMode.INPUT]
         missing = [n for n in inputs if n not in self._shapes]
@@ -544,6 +556,9 @@ class IExecutionContext:
         unbound = [n for n in e._names if n not in self._addresses]
         if unbound:
             return self._error(f"IExecutionContext::enqueueV3: tensor addresses not set for {unbound}")
+        if stream_handle == 0:
+            fake_cupy.device_synchronize("execute_async_v3 on the default stream (TensorRT adds cudaDeviceSynchronize)")
+        fake_cupy.check_caller_order(stream, "IExecutionContext.execute_async_v3")
         feed = {}
         for n in inputs:
             dt = np.dtype(_np_type(e._io[n][1]))
@@ -557,6 +572,7 @@ class IExecutionContext:
             if y.shape != want:
                 raise RuntimeError(f"fake tensorrt: output {n} came out {y.shape}, the context says {want}")
             fake_cupy.device_memory(self._addresses[n], y.nbytes)[:] = y.reshape(-1).view(np.uint8)
+        fake_cupy._work(stream)
         _state().executions += 1
         return True
 

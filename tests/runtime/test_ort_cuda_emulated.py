@@ -64,7 +64,7 @@ def test_runners_match_array_engine_without_host_copies(ortc, gpu, bundle_path):
     ref = ArrayDeformRunner(b.weights, b.gaussians["queries"], b.num_layers, b.sh_degree, "cpu", fast=False)
     with ort_engine.deform_runner(b, "fp32", "cuda", graph="bundle") as r:
         assert r.sess.get_providers()[0] == "CUDAExecutionProvider" and ortc.sessions == 1
-        assert ortc.streams == [cp.cuda.get_current_stream().ptr]
+        assert ortc.streams == [r.stream.ptr] and r.stream.ptr != 0 and r.stream.non_blocking  # the runner's own stream
         (cmp,) = compare_runners([ref, r], deform_feeds(3, b=3), atol=1e-4)
         assert cmp.passed, str(cmp)
         # other queries (derived inputs are CPU-only; the bundle graph takes queries as is)

@@ -62,7 +62,7 @@ def array_runner(b):
 
 
 def test_ensure_plan_builds_keys_and_reuses(trt, bundle):
-    from gt_runtime.engines.trt_engine import check_plan, device_key, ensure_plan, key_name, slug
+    from gt_runtime.engines.trt_engine import check_plan, device_key, ensure_plan, key_name, slug, timing_cache_name
 
     for prec in ("fp32", "fp16"):
         key = device_key(prec)
@@ -74,7 +74,7 @@ def test_ensure_plan_builds_keys_and_reuses(trt, bundle):
         assert meta["profile"] == {"batch": [1, 1, 8], "n": [1, N, N]}
         assert check_plan(plan, key, meta["onnx_sha256"])["stale"] is False
         assert ensure_plan(bundle, prec) == plan and trt.builds == (1 if prec == "fp32" else 2)  # reused
-    assert (bundle.engines_dir / "timing.cache").is_file()
+    assert (bundle.engines_dir / timing_cache_name(device_key("fp32"))).is_file()
     # a larger max batch than the plan's profile -> rebuilt
     ensure_plan(bundle, "fp32", max_batch=16)
     assert trt.builds == 3 and json.loads((bundle.engines_dir / f"{key_name(device_key('fp32'))}.json").read_text())["profile"]["batch"][2] == 16
@@ -204,8 +204,8 @@ def test_fake_tensorrt_is_strict(trt, bundle):
     with pytest.raises(RuntimeError, match="stream"):
         ctx.execute_async_v3(12345678)
     # a host numpy pointer, or a device buffer too small for the tensor: an illegal address
-    host = np.zeros((2, 4, 64), np.float32)
-    ctx.set_tensor_address("tokens", host.__array_interface__["data"][0])
+    host = fake_cupy._aligned_empty((2, 4, 64), np.float32)  # plain numpy memory, at an address TensorRT takes
+    assert ctx.set_tensor_address("tokens", host.__array_interface__["data"][0])
     with pytest.raises(RuntimeError, match="IllegalAddress"):
         ctx.execute_async_v3(0)
     small = cp.empty((1, 4, 64), cp.float32)
