@@ -301,8 +301,11 @@ def step_deform(ctx) -> dict:
                 if B in torch_ms:
                     out = runner.infer(feed)
                     row["x_torch"] = round(torch_ms[B] / ms, 2)
-                    row["max_err_vs_torch"] = float(max(np.abs(cp.asnumpy(out[k]) - ref[B][i]).max()
-                                                        for i, k in enumerate(runner.output_names)))  # fmt: skip
+                    try:
+                        row["max_err_vs_torch"] = float(max(np.abs(cp.asnumpy(out[k]) - ref[B][i].reshape(out[k].shape)).max()
+                                                            for i, k in enumerate(runner.output_names)))  # fmt: skip
+                    except Exception as exc:  # a comparison problem must not hide the timings
+                        row["max_err_vs_torch"] = f"not compared ({first_line(exc)[:120]})"
                 rows.append(row)
         finally:
             runner.deactivate()
