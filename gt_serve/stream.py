@@ -32,7 +32,7 @@ from gt_serve.renderer import Job
 
 FRAME_S = 1.0 / FPS
 AHEAD = {"realtime": 8, "fast": 16}   # rendered or in-flight speech frames per stream (memory and fairness bound)
-CATCH_UP_S = 0.5                      # a realtime clock this far behind restarts from now (no burst of stale frames)
+CATCH_UP_S = 2.0                      # a realtime clock this far behind restarts from now (else late slots catch up)
 IDLE_PREFETCH = 3                     # idle frames requested ahead of their slot
 PREROLL = 2                           # realtime: an utterance starts once this many of its frames are rendered (jitter)
 
