@@ -12,7 +12,13 @@ Two graphs are run through runners:
 - `audio`:  {"audio_window": [B, 15, 2, D]} -> {"audio_token": [B, 64]}  (D = the bundle's audio_dim, 80 for mel).
 
 Arrays are numpy on CPU runners and CuPy (device buffers) on GPU runners; a GPU
-runner also accepts numpy inputs and copies them to the device.
+runner also accepts numpy inputs and copies them to the device. A GPU runner runs on
+its own CUDA stream: `infer` orders that stream after the caller's current CuPy stream
+(the inputs are written) and the caller's stream after it (the outputs are read), with
+events, so the caller uses the outputs on its stream with no synchronisation.
+
+Runners are given what they run (Polygraphy's loader/runner split): a loader
+(gt_runtime.engines.loaders) that `activate()` calls to create the session.
 """
 from __future__ import annotations
 
