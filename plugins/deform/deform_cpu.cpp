@@ -30,7 +30,7 @@ const std::vector<IsaEntry>& isa_table()
         __builtin_cpu_init();
         const bool fma = __builtin_cpu_supports("fma");
         if (deform_kernels_avx512() != nullptr && fma && __builtin_cpu_supports("avx512f") &&
-            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
             __builtin_cpu_supports("avx512vnni"))
             t.push_back({deform_kernels_avx512(), 2});
         if (deform_kernels_avx2() != nullptr && fma && __builtin_cpu_supports("avx2"))
@@ -43,6 +43,9 @@ const std::vector<IsaEntry>& isa_table()
 }
 
 int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+// INT8 weight range of Linears with a signed input (LayerNorm outputs: ffn1, the heads' fc1); see Lin.
+constexpr int kSignedQmax = 63;
 
 }  // namespace
 
@@ -72,7 +75,7 @@ const DeformKernels* deform_select_isa(const std::string& name)
     return deform_kernels_generic();
 }
 
-void PackedLin::pack(const float* W, const float* bias, int M, int K, bool int8)
+void PackedLin::pack(const float* W, const float* bias, int M, int K, bool int8, int qmax)
 {
     const int Mp = round_up(M, kPW), P = Mp / kPW;
     b.assign(Mp, 0.f);
@@ -95,7 +98,7 @@ void PackedLin::pack(const float* W, const float* bias, int M, int K, bool int8)
         for (int m = 0; m < M; ++m) {
             float amax = 0.f;
             for (int k = 0; k < K; ++k) amax = std::max(amax, std::fabs(W[(size_t)m * K + k]));
-            const float s = amax / 127.f;
+            const float s = amax / (float)qmax;
             ws[m] = s;
             int32_t sum = 0;
             for (int k = 0; k < K; ++k) {
@@ -137,7 +140,7 @@ DeformModel::DeformModel(const WeightGetter& get, const float* queries, int N, i
         w.n2w = get(p + "norm2.weight", d); w.n2b = get(p + "norm2.bias", d);
         const std::vector<float> f1 = get(p + "ffn1.weight", {kHid, kD}), f1b = get(p + "ffn1.bias", {kHid});
         const std::vector<float> f2 = get(p + "ffn2.weight", {kD, kHid}), f2b = get(p + "ffn2.bias", {kD});
-        ffn1_[l].pack(f1.data(), f1b.data(), kHid, kD, int8);
+        ffn1_[l].pack(f1.data(), f1b.data(), kHid, kD, int8, kSignedQmax);
         ffn2_[l].pack(f2.data(), f2b.data(), kD, kHid, int8);
         Layer& lay = net_.layer[l];
         lay.ffn1 = ffn1_[l].lin;
@@ -160,7 +163,7 @@ DeformModel::DeformModel(const WeightGetter& get, const float* queries, int N, i
         net_.out_dim[h] = dims[h];
         net_.max_mp = std::max(net_.max_mp, fc2_[h].lin.Mp);
     }
-    fc1_.pack(w1.data(), b1.data(), kHeads * kHid, kD, int8);
+    fc1_.pack(w1.data(), b1.data(), kHeads * kHid, kD, int8, kSignedQmax);
     net_.fc1 = fc1_.lin;
 }
 

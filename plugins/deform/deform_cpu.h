@@ -28,8 +28,9 @@ struct PackedLin {
     std::vector<int8_t> wq;
     std::vector<int32_t> wc;
     Lin lin;
-    // W [M, K] (torch layout), bias [M] -> panels; int8: per-column symmetric quantisation as well.
-    void pack(const float* W, const float* bias, int M, int K, bool int8);
+    // W [M, K] (torch layout), bias [M] -> panels; int8: per-column symmetric quantisation to
+    // [-qmax, qmax] as well (63 where the Linear's input is signed, see Lin).
+    void pack(const float* W, const float* bias, int M, int K, bool int8, int qmax = 127);
 };
 
 // name, expected shape -> the float32 C-order values of the weight `name` (throws if absent or mis-shaped).

@@ -1,6 +1,6 @@
 // deform_simd.h: the fused deformation network for one tile of Gaussians, compiled three times:
 //   deform_cpu_avx512.cpp  GT_SIMD_AVX512  zmm FP32 FMA, INT8 by AVX-512 VNNI (vpdpbusd)
-//   deform_cpu_avx2.cpp    GT_SIMD_AVX2    ymm FP32 FMA, INT8 by maddubs/madd (sign trick: exact)
+//   deform_cpu_avx2.cpp    GT_SIMD_AVX2    ymm FP32 FMA, INT8 by maddubs/madd (exact: see gemm_i8)
 //   deform_cpu_generic.cpp GT_SIMD_GENERIC plain loops (the compiler vectorises the FP32 ones)
 // Everything here has internal linkage (anonymous namespace): the files have different -m flags,
 // so no inline code may be shared through the linker.
@@ -10,7 +10,9 @@
 //   S = X U + c (scores), A = softmax per head over 4 tokens, O = A Z + bo, H = LN1(X + O),
 //   X = LN2(H + ffn2(relu(ffn1(H)))); then per head relu(X fc1_h) fc2_h -> offsets (+ activations).
 // INT8: every ffn / head Linear quantises its input rows (symmetric, per row, [-127, 127]) and
-// accumulates int32 exactly; the attention stays FP32.
+// accumulates int32 exactly; the attention stays FP32. Linears with signed inputs (ffn1, fc1) have
+// 7-bit weights, the others 8-bit (deform_cpu.cpp), in every variant, so the variants' integer
+// sums are identical.
 #pragma once
 
 #include <math.h>
@@ -169,7 +171,12 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
 #elif defined(GT_SIMD_AVX2)
         const __m256 ws0 = _mm256_loadu_ps(ws), ws1 = _mm256_loadu_ps(ws + 8);
         const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
-        const __m256i ones = _mm256_set1_epi16(1);
+        const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi32((int)0x80808080u);
+        // maddubs pairs of u8 x and s8 w, exact in int16: ReLU inputs are in [0, 127] (2 * 127 * 127 < 2^15);
+        // signed inputs go in as x + 128 in [1, 255] against 7-bit weights (2 * 255 * 63 < 2^15), and
+        // 128 * colsum(w) comes off at the end (L.wc), as with VNNI.
+        const __m256i c0 = NONNEG ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(L.wc + p * kPW));
+        const __m256i c1 = NONNEG ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(L.wc + p * kPW + 8));
         for (int r = 0; r < kRows; r += 4) {
             __m256i a0[4], a1[4];
             for (int i = 0; i < 4; ++i) { a0[i] = _mm256_setzero_si256(); a1[i] = _mm256_setzero_si256(); }
@@ -180,24 +187,16 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
                 for (int i = 0; i < 4; ++i) {
                     int32_t x4;
                     memcpy(&x4, q + (size_t)i * K + 4 * g, 4);
-                    const __m256i xv = _mm256_set1_epi32(x4);
-                    __m256i p0v, p1v;
-                    if (NONNEG) {
-                        p0v = _mm256_maddubs_epi16(xv, w0);
-                        p1v = _mm256_maddubs_epi16(xv, w1);
-                    } else {  // |x| (u8) times w with x's sign: x w exactly, pairs <= 2 * 127 * 127 (no saturation)
-                        const __m256i ax = _mm256_abs_epi8(xv);
-                        p0v = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w0, xv));
-                        p1v = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w1, xv));
-                    }
-                    a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(p0v, ones));
-                    a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(p1v, ones));
+                    __m256i xv = _mm256_set1_epi32(x4);
+                    if (!NONNEG) xv = _mm256_xor_si256(xv, flip);  // s8 -> u8 = s8 + 128
+                    a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(_mm256_maddubs_epi16(xv, w0), ones));
+                    a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(_mm256_maddubs_epi16(xv, w1), ones));
                 }
             }
             for (int i = 0; i < 4; ++i) {
                 const __m256 s = _mm256_set1_ps(sx[r + i]);
-                __m256 y0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0[i]), _mm256_mul_ps(ws0, s), b0);
-                __m256 y1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1[i]), _mm256_mul_ps(ws1, s), b1);
+                __m256 y0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(a0[i], c0)), _mm256_mul_ps(ws0, s), b0);
+                __m256 y1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(a1[i], c1)), _mm256_mul_ps(ws1, s), b1);
                 if (RELU) { y0 = _mm256_max_ps(y0, _mm256_setzero_ps()); y1 = _mm256_max_ps(y1, _mm256_setzero_ps()); }
                 _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy, y0);
                 _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy + 8, y1);
@@ -270,17 +269,25 @@ void softmax_tile(float* s)
     }
 }
 
+// Sum of v[0..63] in 8 interleaved partial sums (lane j adds v[j], v[j + 8], ...): the compiler
+// keeps them in one vector register, where a single running float sum would stay scalar.
+inline float sum64(const float* v)
+{
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int k = 0; k < kD; k += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += v[k + j];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 // y = LN(a + b) per row of 64 (biased variance, eps 1e-5, affine), rows [0, kRows).
 void add_norm(const float* a, const float* b, const float* w, const float* beta, float* y)
 {
     for (int r = 0; r < kRows; ++r) {
-        float v[kD];
-        float mean = 0.f;
-        for (int k = 0; k < kD; ++k) { v[k] = a[r * kD + k] + b[r * kD + k]; mean += v[k]; }
-        mean *= 1.f / kD;
-        float var = 0.f;
-        for (int k = 0; k < kD; ++k) { v[k] -= mean; var += v[k] * v[k]; }
-        const float inv = 1.f / sqrtf(var * (1.f / kD) + 1e-5f);
+        float v[kD], sq[kD];
+        for (int k = 0; k < kD; ++k) v[k] = a[r * kD + k] + b[r * kD + k];
+        const float mean = sum64(v) * (1.f / kD);
+        for (int k = 0; k < kD; ++k) { v[k] -= mean; sq[k] = v[k] * v[k]; }
+        const float inv = 1.f / sqrtf(sum64(sq) * (1.f / kD) + 1e-5f);
         for (int k = 0; k < kD; ++k) y[r * kD + k] = v[k] * inv * w[k] + beta[k];
     }
 }
