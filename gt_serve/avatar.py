@@ -89,8 +89,17 @@ class Avatar:
                  jpeg_quality: int = 85):
         from gt_runtime.playback.player import Player
 
+        from gt_runtime.engines.ort_engine import usable_cores
+
         self.name = name
-        self.player = Player(bundle, engine=engine, raster=raster, batch=max_batch)
+        # On the CPU with ONNX Runtime (thread-safe runs), one deform worker per core, each engine call on one thread.
+        cores = usable_cores()
+        probe = Player(bundle, engine=engine, raster=raster, batch=max_batch, threads=1)
+        parallel = probe.pipeline.device == "cpu" and probe.describe()["engine"].startswith("onnxruntime") and cores > 1
+        self.player = probe if parallel else Player(bundle, engine=engine, raster=raster, batch=max_batch)
+        if not parallel:
+            probe.close()
+        self.workers = cores if parallel else 1
         self.pipeline = self.player.pipeline
         self.width, self.height, self.fps = self.player.width, self.player.height, self.player.fps
         s = self.player.session()
@@ -98,7 +107,7 @@ class Avatar:
         s.close()
         self.track_frames = self.pipeline.scene.num_frames
         self.idle_window = self._silence_window()
-        self.renderer = Renderer(self.pipeline, max_batch, jpeg_quality, name)
+        self.renderer = Renderer(self.pipeline, max_batch, jpeg_quality, name, self.workers)
         self.idle = IdleFrames(self)
 
     def _silence_window(self) -> np.ndarray:

@@ -5,8 +5,10 @@ Streams submit `Job`s (one frame: its track-frame index and its audio window [15
 thread takes up to `max_batch` queued jobs, whatever stream they come from, runs
 FramePipeline.deform on them as one batch [B] and FramePipeline.render on the result, encodes
 each image as JPEG and hands it to the job's `deliver` callback (called on this thread). On the
-CPU the deformation of the next batch runs on a worker thread while this batch is rasterized
-(both release the GIL), as the runtime's own overlap does.
+CPU the deformation runs on `workers` threads (one per core, each engine call on one thread:
+the deformation network costs the same per frame whatever the batch, so the cores are used by
+deforming several batches at once), while this thread rasterizes the batches in order; all
+release the GIL. On a GPU there is one deform worker and the batch is what pays.
 """
 from __future__ import annotations
 
@@ -44,12 +46,14 @@ def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
 class Renderer:
     """One thread per avatar that renders queued jobs in batches of up to max_batch frames."""
 
-    def __init__(self, pipeline, max_batch: int = 8, jpeg_quality: int = 85, name: str = "avatar"):
+    def __init__(self, pipeline, max_batch: int = 8, jpeg_quality: int = 85, name: str = "avatar", workers: int = 1):
         self.pipe = pipeline
         self.max_batch = int(max_batch)
         self.quality = int(jpeg_quality)
         self.state = pipeline.new_state(False)       # this thread's raster state; the overlap is done here
-        self._ex = ThreadPoolExecutor(1, thread_name_prefix=f"gt-serve-deform-{name}") if pipeline.default_overlap else None
+        self.workers = max(1, int(workers)) if pipeline.default_overlap else 1
+        self._ex = (ThreadPoolExecutor(self.workers, thread_name_prefix=f"gt-serve-deform-{name}")
+                    if pipeline.default_overlap else None)
         self._q: deque[Job] = deque()        # urgent jobs, first come first served
         self._bg: deque[Job] = deque()       # background jobs
         self._cv = threading.Condition()
@@ -84,15 +88,18 @@ class Renderer:
         self.state.close()
 
     # -- the thread ------------------------------------------------------------------------
-    def _take(self, block: bool) -> list[Job]:
+    def _take(self, block: bool, share: int = 1) -> list[Job]:
+        """Up to max_batch queued jobs, urgent first; with `share` > 1 deform workers free, a 1/share part of the queue."""
         with self._cv:
             while block and not self._q and not self._bg and not self._stop:
                 self._cv.wait()
             jobs = []
             if self._stop:
                 return jobs   # queued jobs are dropped: their streams are gone with the server
+            live = len(self._q) + len(self._bg)
+            size = min(self.max_batch, max(1, -(-live // max(1, share))))
             for q in (self._q, self._bg):
-                while q and len(jobs) < self.max_batch:
+                while q and len(jobs) < size:
                     j = q.popleft()
                     if not j.cancelled:
                         jobs.append(j)
@@ -104,20 +111,19 @@ class Renderer:
         return frames, self.pipe.deform(frames, windows)
 
     def _loop(self) -> None:
-        pending = None   # (jobs, future or result of the deformation)
+        inflight: deque = deque()   # (jobs, future of the deformation), in submission order
         while True:
-            jobs = self._take(block=pending is None)
-            if self._stop and not jobs and pending is None:
+            jobs = self._take(block=not inflight, share=self.workers - len(inflight))
+            if self._stop and not jobs and not inflight:
                 return
-            nxt = None
-            if jobs:
-                nxt = (jobs, self._ex.submit(self._deform, jobs) if self._ex else None)
-            if pending is not None:
-                self._finish(*pending)
-            if nxt is not None and self._ex is None:
+            if jobs and self._ex is None:
                 self._finish(jobs, None)
-                nxt = None
-            pending = nxt
+                continue
+            if jobs:
+                inflight.append((jobs, self._ex.submit(self._deform, jobs)))
+            # Rasterize the oldest batch when every worker is busy, or when nothing new came in.
+            if inflight and (len(inflight) >= self.workers or not jobs):
+                self._finish(*inflight.popleft())
 
     def _finish(self, jobs, fut) -> None:
         try:

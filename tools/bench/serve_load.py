@@ -1,0 +1,283 @@
+"""Load test of `gt serve` on loopback: N concurrent realtime clients, and batched vs unbatched throughput.
+
+    python -m tools.bench.serve_load                       # N = 1, 2, 4, 8 realtime clients, 20 s each
+    python -m tools.bench.serve_load --clients 1 4 --seconds 10 --out tools/bench/RESULTS.md
+
+A server (`gt serve`, the bundled default identity unless --bundle) runs as a subprocess on
+127.0.0.1 and a free port; the clients run here on asyncio. Bounded: at most 16 clients and
+120 s of audio per client. Per run, for each session:
+
+- delivered FPS: frames received / their time span (the realtime pace is 25);
+- audio-in -> frame-out latency: from sending the audio that ends a speech frame's 40 ms to
+  receiving that frame (includes the model's 247.5 ms lookahead), p50 / p99;
+- frame-interval p99: gaps between consecutive frames as received;
+- frames lost: speech frames expected (ceil(S / 640)) minus received, plus gaps in `index`;
+- A/V drift: speech frames whose 40 ms of audio is not the input's own (frame i: samples 640 i ..);
+- memory per session: (server RSS with N sessions - RSS at rest) / N.
+
+Throughput (`--throughput`): 4 `fast` clients at once, each one utterance, on a server with
+--max-batch 8 (batching across sessions) and --max-batch 1 (every frame alone), and the same
+frames from 4 threads each running `Player.play` on its own session ("four separate streams").
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from gt_runtime.contract import SAMPLE_RATE, SAMPLES_PER_FRAME
+
+MAX_CLIENTS, MAX_SECONDS = 16, 120.0
+CHUNK = SAMPLE_RATE // 50          # 20 ms chunks, as a microphone sends them
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def speech(seconds: float) -> np.ndarray:
+    """The bundled speech clip (16 kHz), looped to `seconds` -> float32 [S]."""
+    from gt_runtime.assets import speech_path
+    from gt_runtime.audio import load_audio
+
+    pcm, _ = load_audio(speech_path("cross"))
+    n = int(seconds * SAMPLE_RATE)
+    return np.resize(pcm, n).astype(np.float32)
+
+
+def s16(pcm: np.ndarray) -> bytes:
+    return np.clip(np.rint(pcm * 32768.0), -32768, 32767).astype("<i2").tobytes()
+
+
+class Server:
+    """`gt serve` in a subprocess on 127.0.0.1:port; waits until its idle frames are cached."""
+
+    def __init__(self, bundle: str | None, max_batch: int, max_sessions: int = MAX_CLIENTS):
+        self.port = free_port()
+        cmd = [sys.executable, "-c", "from gt_cli.app import main; main()", "serve", "--port", str(self.port),
+               "--max-batch", str(max_batch), "--max-sessions", str(max_sessions)]
+        if bundle:
+            cmd += ["--bundle", bundle]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        t_end = time.time() + 120
+        while True:
+            try:
+                h = self.health()
+                r = next(iter(h["render"].values()))
+                if r["idle_cached"] >= r["track_frames"]:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > t_end:
+                raise RuntimeError(f"gt serve did not start: {self.proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+
+    def health(self) -> dict:
+        return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5).read())
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def realtime_client(port: int, pcm: np.ndarray, stats: dict) -> None:
+    """Stream pcm in 20 ms chunks at real time, finish, and record every frame until speech_end."""
+    import websockets
+
+    async with websockets.connect(f"ws://127.0.0.1:{port}/v1/stream?avatar=default", max_size=None) as ws:
+        json.loads(await ws.recv())
+        await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "encoding": "s16le", "pace": "realtime"}))
+        sent_end = {}                  # frame i -> time its audio's last sample was sent
+        frames = []                    # (arrival, header, audio bytes)
+
+        async def sender():
+            t0 = time.perf_counter()
+            for k in range(0, pcm.size, CHUNK):
+                delay = t0 + k / SAMPLE_RATE - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await ws.send(s16(pcm[k:k + CHUNK]))
+                now = time.perf_counter()
+                for i in range(k // SAMPLES_PER_FRAME, min(k + CHUNK, pcm.size) // SAMPLES_PER_FRAME):
+                    sent_end.setdefault(i, now)   # frame i's audio ends at sample 640 (i + 1) <= k + CHUNK
+            sent_end.setdefault(pcm.size // SAMPLES_PER_FRAME, time.perf_counter())
+            await ws.send(json.dumps({"type": "finish"}))
+
+        task = asyncio.create_task(sender())
+        while True:
+            m = await ws.recv()
+            now = time.perf_counter()
+            if isinstance(m, str):
+                if json.loads(m)["type"] == "speech_end":
+                    break
+                continue
+            n = int.from_bytes(m[:4], "little")
+            frames.append((now, json.loads(m[4:4 + n]), m[-SAMPLES_PER_FRAME * 2:]))
+        await task
+    t = np.array([f[0] for f in frames])
+    speech_frames = [(f[0], f[1]) for f in frames if f[1]["speech"]]
+    lat = [(a - sent_end[h["frame"]]) * 1e3 for a, h in speech_frames if h["frame"] in sent_end]
+    idx = [f[1]["index"] for f in frames]
+    expected = -(-pcm.size // SAMPLES_PER_FRAME)
+    # A/V drift: a speech frame whose 40 ms of audio is not the input's samples [640 i, 640 (i + 1)).
+    want = s16(np.pad(pcm, (0, expected * SAMPLES_PER_FRAME - pcm.size)))
+    fb = SAMPLES_PER_FRAME * 2
+    drift = sum(f[2] != want[f[1]["frame"] * fb:(f[1]["frame"] + 1) * fb] for f in frames if f[1]["speech"])
+    stats.update(frames=len(frames), fps=(len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 else 0.0,
+                 lat_p50=float(np.percentile(lat, 50)), lat_p99=float(np.percentile(lat, 99)),
+                 interval_p99=float(np.percentile(np.diff(t) * 1e3, 99)),
+                 lost=expected - len(speech_frames) + (idx[-1] - idx[0] + 1 - len(idx)),
+                 drift=drift, speech=len(speech_frames))
+
+
+def run_realtime(bundle, n: int, seconds: float, max_batch: int) -> dict:
+    srv = Server(bundle, max_batch)
+    try:
+        rss0 = srv.rss_mb()
+        pcm = speech(seconds)
+        stats = [dict() for _ in range(n)]
+        peak = [rss0]
+
+        async def main():
+            async def sample():
+                while True:
+                    peak[0] = max(peak[0], srv.rss_mb())
+                    await asyncio.sleep(0.5)
+            s = asyncio.create_task(sample())
+            await asyncio.gather(*(realtime_client(srv.port, pcm, st) for st in stats))
+            s.cancel()
+
+        asyncio.run(main())
+        render = next(iter(srv.health()["render"].values()))
+    finally:
+        srv.close()
+    return {"clients": n, "seconds": seconds, "fps_min": min(s["fps"] for s in stats),
+            "fps_mean": float(np.mean([s["fps"] for s in stats])),
+            "lat_p50": float(np.median([s["lat_p50"] for s in stats])), "lat_p99": max(s["lat_p99"] for s in stats),
+            "interval_p99": max(s["interval_p99"] for s in stats), "lost": sum(s["lost"] for s in stats),
+            "drift": max(abs(s["drift"]) for s in stats), "mem_per_session_mb": (peak[0] - rss0) / n,
+            "rss0_mb": rss0, "mean_batch": render["mean_batch"]}
+
+
+async def fast_client(port: int, pcm: np.ndarray) -> int:
+    import websockets
+
+    async with websockets.connect(f"ws://127.0.0.1:{port}/v1/stream?avatar=default", max_size=None) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "encoding": "s16le", "pace": "fast"}))
+        for k in range(0, pcm.size, 16000):
+            await ws.send(s16(pcm[k:k + 16000]))
+        await ws.send(json.dumps({"type": "finish"}))
+        n = 0
+        while True:
+            m = await ws.recv()
+            if isinstance(m, str):
+                if json.loads(m)["type"] == "speech_end":
+                    return n
+            else:
+                n += 1
+
+
+def run_throughput(bundle, n: int, seconds: float) -> dict:
+    """Frames per second of n fast clients: batched server, unbatched server, n separate Player streams."""
+    import threading
+
+    from gt_runtime.assets import default_bundle
+    from gt_runtime.playback.player import Player
+
+    pcm = speech(seconds)
+    out = {"clients": n, "seconds": seconds}
+    for mb in (8, 1):
+        srv = Server(bundle, mb)
+        try:
+            async def main():
+                return await asyncio.gather(*(fast_client(srv.port, pcm) for _ in range(n)))
+            t0 = time.perf_counter()
+            got = asyncio.run(main())
+            out[f"server_b{mb}_fps"] = sum(got) / (time.perf_counter() - t0)
+            out[f"server_b{mb}_mean_batch"] = next(iter(srv.health()["render"].values()))["mean_batch"]
+        finally:
+            srv.close()
+    player = Player(bundle or default_bundle())
+    list(player.play(pcm[:SAMPLE_RATE]))   # warm-up
+    counts = [0] * n
+
+    def one(k):
+        counts[k] = sum(1 for _ in player.play(pcm))
+    th = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+    t0 = time.perf_counter()
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    out["separate_fps"] = sum(counts) / (time.perf_counter() - t0)
+    player.close()
+    return out
+
+
+def machine() -> str:
+    from gt_runtime.playback.pipeline import cpu_name
+
+    return f"{cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bundle", default=None, help="bundle directory (default: the bundled identity)")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--seconds", type=float, default=20.0, help="audio per realtime client")
+    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--throughput", type=int, default=4, help="fast clients of the throughput test (0: skip)")
+    ap.add_argument("--throughput-seconds", type=float, default=8.0)
+    ap.add_argument("--out", type=Path, default=None, help="append the markdown tables here")
+    a = ap.parse_args(argv)
+    if max(a.clients) > MAX_CLIENTS or a.seconds > MAX_SECONDS or a.throughput > MAX_CLIENTS:
+        ap.error(f"at most {MAX_CLIENTS} clients and {MAX_SECONDS:.0f} s of audio per client")
+    os.environ.setdefault("GT_QUIET", "1")
+    lines = [f"Machine: {machine()}; bundle {a.bundle or 'default (128 px, 6000 Gaussians)'}; "
+             f"{a.seconds:.0f} s of speech per client, sent in 20 ms chunks at real time; --max-batch {a.max_batch}.", "",
+             "| clients | FPS min / mean | latency p50 / p99 (ms) | frame interval p99 (ms) | frames lost | A/V drift (frames) "
+             "| memory per session (MB) | mean batch |", "|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for n in a.clients:
+        r = run_realtime(a.bundle, n, a.seconds, a.max_batch)
+        row = (f"| {n} | {r['fps_min']:.1f} / {r['fps_mean']:.1f} | {r['lat_p50']:.0f} / {r['lat_p99']:.0f} | "
+               f"{r['interval_p99']:.0f} | {r['lost']} | {r['drift']:.0f} | {r['mem_per_session_mb']:.1f} | {r['mean_batch']:.2f} |")
+        print(row, flush=True)
+        lines.append(row)
+    if a.throughput:
+        r = run_throughput(a.bundle, a.throughput, a.throughput_seconds)
+        more = ["", f"Throughput, {r['clients']} `fast` clients x {r['seconds']:.0f} s of speech (frames per second, all sessions):", "",
+                "| batched server (--max-batch 8) | unbatched server (--max-batch 1) | separate streams (threads x Player.play) | batched / separate |",
+                "|---|---|---|---|",
+                f"| {r['server_b8_fps']:.1f} (mean batch {r['server_b8_mean_batch']:.2f}) | {r['server_b1_fps']:.1f} | "
+                f"{r['separate_fps']:.1f} | {r['server_b8_fps'] / r['separate_fps']:.2f}x |"]
+        print("\n".join(more), flush=True)
+        lines += more
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write("\n" + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
