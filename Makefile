@@ -47,8 +47,8 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
-	$(PY) tools/bench/raster.py --cpu-budget 180 --out tools/bench/RESULTS.md
-	$(PY) tools/bench/suite.py --out tools/bench/RESULTS.md
+	$(PY) -m tools.bench.raster --cpu-budget 180 --out tools/bench/RESULTS.md
+	$(PY) -m tools.bench.suite --out tools/bench/RESULTS.md
 
 # One prepared check for a lent GPU (tools/gpu_check.py, under 8 minutes): the gpu tests, then the GPU
 # benchmarks -> $(OUT)/gpu_check/gpu_check.{json,md}. No venv needed: the lent machine's own python

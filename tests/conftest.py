@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny synthetic identity built once per test session."""
+"""Shared fixtures, each built once per test session: identities, random bundles, the default bundle, the GPU emulation.
+
+The code behind them lives in tests/support and tests/cuda_emu.
+"""
 import os
 
 import pytest
@@ -25,13 +28,30 @@ def speech_identity(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def random_bundle(tmp_path_factory):
+    """random_bundle(**make_random_bundle keywords) -> path of that random bundle, built once per session
+    (shared between modules: copy it before changing files)."""
+    from tests.support.bundles import RandomBundles
+
+    return RandomBundles(tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture(scope="session")
+def default_bundle():
+    """The bundled default identity, gt_runtime/assets/default.gtb (128 px, 6000 Gaussians; read-only)."""
+    from gt_runtime.assets import default_bundle
+
+    return default_bundle()
+
+
+@pytest.fixture(scope="session")
 def emulated_kernels(tmp_path_factory):
     """plugins/raster/raster_cuda.cu's kernels compiled for CPU threads (tests/cuda_emu), built once."""
     import shutil
 
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler to build the CPU emulation of the CUDA kernels")
-    from cuda_emu import _Kernels, build
+    from tests.cuda_emu import _Kernels, build
 
     return _Kernels(build(tmp_path_factory.mktemp("cuda_emu")))
 
@@ -39,6 +59,6 @@ def emulated_kernels(tmp_path_factory):
 @pytest.fixture
 def gpu(monkeypatch, emulated_kernels):
     """cupy / cupyx -> the numpy stand-ins, CUDA kernels -> the CPU-emulated ones; undone after the test."""
-    from cuda_emu import fake_cupy
+    from tests.cuda_emu import fake_cupy
 
     return fake_cupy.install(monkeypatch, emulated_kernels)

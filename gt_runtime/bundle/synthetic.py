@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gt_runtime.bundle import weight_shapes, write_bundle
-from gt_runtime.contract import HIDDEN, SAMPLE_RATE, sh_bases
+from gt_runtime.contract import HIDDEN, sh_bases
 
 
 def random_weights(num_layers: int = 2, sh_degree: int = 3, seed: int = 0, audio_dim: int = 80) -> dict[str, np.ndarray]:
@@ -175,17 +175,3 @@ def make_random_bundle(path, n_gaussians: int = 2000, sh_degree: int = 3, num_la
         background=bg, c2w=c2w, blink=blink, torso=torso_frames, onnx=files,
         exporter_version="testing", audio_frontend=audio_frontend, audio=audio, extra={"random": {"seed": seed}})
 
-
-def stream_in_chunks(session, pcm, next_size, sample_rate: int = SAMPLE_RATE):
-    """Push pcm into a Session in chunks of next_size() samples, pulling frames after every push,
-    then finish -> frames [T, H, W, 3] uint8 (what streaming tests compare with the whole-file path)."""
-    out, i = [], 0
-    while i < len(pcm):
-        n = max(1, int(next_size()))
-        session.push_audio(pcm[i:i + n], sample_rate)
-        out += list(session.frames())
-        i += n
-    session.finish()
-    out += list(session.frames())
-    session.close()
-    return np.stack(out)

@@ -26,7 +26,7 @@ def test_build_engine_from_export(tiny_identity, tmp_path):
     from gt_runtime.bundle import Bundle
     from gt_runtime.engines.trt_engine import check_plan, device_key, key_name
 
-    from test_export import make_run  # noqa: E402  (tests/export is on sys.path under pytest)
+    from tests.support.runs import make_run
 
     run = tmp_path / "run"
     make_run(tiny_identity, run, n=800)

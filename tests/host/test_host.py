@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from gt_runtime.playback.player import Player
-from gt_runtime.bundle.synthetic import make_random_bundle
+from tests.support.speech import speech
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "host"
@@ -51,16 +51,8 @@ def host():
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_random_bundle(tmp_path_factory.mktemp("host") / "h.gtb", n_gaussians=500, sh_degree=2, num_layers=2,
-                              width=W, height=H, n_track_frames=8, seed=1)
-
-
-def speech(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
-    return (0.3 * env * np.sin(2 * np.pi * 180 * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+def bundle(random_bundle):
+    return random_bundle(n_gaussians=500, sh_degree=2, num_layers=2, width=W, height=H, n_track_frames=8, seed=1)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -135,10 +127,9 @@ def test_bad_calls_and_edge_cases(host, bundle):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, random_bundle):
     d = tmp_path_factory.mktemp("vg")
-    b = make_random_bundle(d / "t.gtb", n_gaussians=64, sh_degree=1, num_layers=1, width=32, height=32,
-                           n_track_frames=4, seed=3, onnx=False)
+    b = random_bundle(n_gaussians=64, sh_degree=1, num_layers=1, width=32, height=32, n_track_frames=4, seed=3, onnx=False)
     wav = d / "t.wav"
     sf.write(wav, speech(0.3, 16000), 16000, subtype="PCM_16")
     return b, wav

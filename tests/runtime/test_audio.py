@@ -5,18 +5,11 @@ import soundfile as sf
 
 from gt_runtime.audio import LOOKAHEAD_SAMPLES, MelStream, load_audio, mel_features, num_video_frames
 from gt_runtime.errors import InputError
-
-
-def _speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
-    """Noise bursts with pauses: loud and silent stretches like syllables."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sr)
-    env = (np.sin(np.arange(n) / sr * 2 * np.pi * 3.0) > 0).astype(np.float32)
-    return (rng.standard_normal(n).astype(np.float32) * 0.2 * env).astype(np.float32)
+from tests.support.speech import SYLLABLE_HZ, speech
 
 
 def test_shape_rate_and_alignment():
-    pcm = _speechlike(2.0)
+    pcm = speech(2.0, gated=True)
     f = mel_features(pcm)
     assert f.shape == (50, 2, 80) and f.dtype == np.float32
     assert num_video_frames(16001) == 26
@@ -30,16 +23,16 @@ def test_shape_rate_and_alignment():
 
 
 def test_loud_is_higher_than_silent():
-    f = mel_features(_speechlike(2.0))
+    f = mel_features(speech(2.0, gated=True))
     loudness = f.mean(axis=(1, 2))
-    env = np.sin((np.arange(50) + 0.5) / 25 * 2 * np.pi * 3.0) > 0
+    env = np.sin((np.arange(50) + 0.5) / 25 * 2 * np.pi * SYLLABLE_HZ) > 0  # frame centres inside a syllable
     assert loudness[env].mean() > loudness[~env].mean() + 0.3
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_streaming_equals_whole_file(seed):
     rng = np.random.default_rng(seed)
-    pcm = _speechlike(7.3, seed=seed)
+    pcm = speech(7.3, seed=seed, gated=True)
     whole = mel_features(pcm)
     stream, parts, i = MelStream(), [], 0
     while i < pcm.size:
@@ -54,11 +47,11 @@ def test_streaming_equals_whole_file(seed):
 
 
 def test_load_resamples_and_mixes(tmp_path):
-    pcm = _speechlike(1.0, sr=48000)
+    pcm = speech(1.0, sr=48000, gated=True)
     sf.write(tmp_path / "st48.wav", np.stack([pcm, pcm], 1), 48000)
     x, sr = load_audio(tmp_path / "st48.wav")
     assert sr == 16000 and x.ndim == 1 and abs(x.size - 16000) <= 1
-    sf.write(tmp_path / "m8.flac", _speechlike(1.0, sr=8000), 8000)
+    sf.write(tmp_path / "m8.flac", speech(1.0, sr=8000, gated=True), 8000)
     x, sr = load_audio(tmp_path / "m8.flac")
     assert abs(x.size - 16000) <= 1
 
@@ -73,7 +66,7 @@ def test_bad_audio_gives_one_line_error(tmp_path, case):
     elif case == "silent":
         sf.write(p, np.zeros(16000, np.float32), 16000)
     elif case == "nan":
-        x = _speechlike(0.5)
+        x = speech(0.5, gated=True)
         x[100] = np.nan
         sf.write(p, x, 16000, subtype="FLOAT")
     with pytest.raises(InputError) as e:

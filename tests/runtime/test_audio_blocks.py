@@ -8,14 +8,8 @@ import pytest
 
 from gt_runtime.audio import BlockSpec, BlockStream, block_features
 from gt_runtime.errors import InputError
-from gt_runtime.bundle.synthetic import stream_in_chunks
-
-
-def _pcm(seconds, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
-    return (0.3 * np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t))
-            + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+from tests.support.frames import stream_in_chunks
+from tests.support.speech import speech
 
 
 def _global_model(spec, dim=6, seed=0):
@@ -48,8 +42,8 @@ def test_rows_are_aligned_with_video_frames():
     """Row r is the model frame whose 400-sample receptive field is centred on [320 r, 320 r + 320)."""
     spec = BlockSpec(block_rows=6, left_rows=3, right_rows=2)
     idx = np.arange(spec.window_rows)[:, None] * 320 + np.arange(400)[None, :]
-    feats = block_features(_pcm(0.5), spec, lambda w: w[idx].mean(1, keepdims=True), 1)
-    pcm = _pcm(0.5)
+    feats = block_features(speech(0.5), spec, lambda w: w[idx].mean(1, keepdims=True), 1)
+    pcm = speech(0.5)
     assert feats.shape == (int(np.ceil(pcm.size / 640)), 2, 1)
     padded = np.concatenate([np.zeros(40, np.float32), pcm, np.zeros(2000, np.float32)])
     for r in range(feats.shape[0] * 2):
@@ -60,7 +54,7 @@ def test_rows_are_aligned_with_video_frames():
                                   BlockSpec()])
 def test_chunked_equals_whole_file(spec):
     run = _global_model(spec)
-    pcm = _pcm(2.83, seed=1)
+    pcm = speech(2.83, seed=1)
     whole = block_features(pcm, spec, run, 6)
     assert whole.shape == (int(np.ceil(pcm.size / 640)), 2, 6) and whole.dtype == np.float32
     for seed in range(4):
@@ -79,7 +73,7 @@ def test_chunked_equals_whole_file(spec):
 def test_num_frames_pads_and_trims_at_the_end():
     spec = BlockSpec(block_rows=4, left_rows=2, right_rows=2)
     run = _global_model(spec)
-    pcm = _pcm(1.0)
+    pcm = speech(1.0)
     base = block_features(pcm, spec, run, 6)  # 25 frames
     longer = block_features(pcm, spec, run, 6, num_frames=31)
     shorter = block_features(pcm, spec, run, 6, num_frames=20)
@@ -91,7 +85,7 @@ def test_num_frames_pads_and_trims_at_the_end():
 def test_features_appear_exactly_when_their_block_is_complete():
     spec = BlockSpec(block_rows=6, left_rows=3, right_rows=2)
     s = BlockStream(spec, _global_model(spec), 6)
-    pcm = _pcm(1.0)
+    pcm = speech(1.0)
     need = spec.window_end(0)  # 320 (6 + 2) + 40
     assert need == 640 * 1 + spec.lookahead_samples  # frame 0: the first frame of block 0
     assert len(s.push(pcm[:need - 1])) == 0
@@ -105,14 +99,11 @@ SPEC = BlockSpec(block_rows=4, left_rows=3, right_rows=2)
 
 
 @pytest.fixture(scope="module")
-def hubert_bundle(tmp_path_factory):
+def hubert_bundle(random_bundle):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from gt_runtime.bundle.synthetic import make_random_bundle
-
-    return make_random_bundle(tmp_path_factory.mktemp("hb") / "h.gtb", n_gaussians=200, sh_degree=1, num_layers=1,
-                              width=24, height=24, n_track_frames=5, seed=3, onnx=False,
-                              audio_frontend="hubert", audio_dim=12, audio_block=SPEC)
+    return random_bundle(n_gaussians=200, sh_degree=1, num_layers=1, width=24, height=24, n_track_frames=5, seed=3,
+                         onnx=False, audio_frontend="hubert", audio_dim=12, audio_block=SPEC)
 
 
 def _stream(player, pcm, seed):
@@ -127,7 +118,7 @@ def test_session_with_a_model_front_end(hubert_bundle):
     assert (b.audio_frontend, b.audio_dim, b.manifest["audio_dim"]) == ("hubert", 12, 12)
     assert b.has("audio_frontend.onnx") and b.audio_meta["block"] == SPEC.to_dict()
     p = Player(b, engine="array", raster="reference")
-    pcm = _pcm(1.37, seed=2)
+    pcm = speech(1.37, seed=2)
     whole = np.stack(list(p.play(pcm)))
     assert whole.shape == (int(np.ceil(pcm.size / 640)), 24, 24, 3)
     for seed in (0, 1):
@@ -151,7 +142,7 @@ def test_session_lookahead_with_a_model_front_end(hubert_bundle):
     assert s.lookahead_ms == pytest.approx((6 * 640 + 640 + 2 * 320 + 40) / 16)
     need = 640 + int(round(s.lookahead_ms * 16))
     assert need == SPEC.window_end(3)
-    pcm = _pcm(1.0)
+    pcm = speech(1.0)
     s.push_audio(pcm[:need - 1])
     assert list(s.frames()) == []
     s.push_audio(pcm[need - 1:need])

@@ -8,13 +8,12 @@ import pytest
 from gt_runtime.bundle import Bundle, sha256_file, update_manifest, weight_shapes
 from gt_runtime.engines.trt_engine import check_plan, key_name
 from gt_runtime.errors import InputError
-from gt_runtime.bundle.synthetic import make_random_bundle, random_gaussians, random_weights
+from gt_runtime.bundle.synthetic import random_gaussians, random_weights
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return make_random_bundle(tmp_path_factory.mktemp("b") / "base.gtb", n_gaussians=200, sh_degree=2,
-                              num_layers=1, width=32, height=24, n_track_frames=5, seed=3, onnx=False)
+def base(random_bundle):
+    return random_bundle(n_gaussians=200, sh_degree=2, num_layers=1, width=32, height=24, n_track_frames=5, seed=3, onnx=False)
 
 
 @pytest.fixture

@@ -7,16 +7,16 @@ from gt_runtime.bundle import Bundle
 from gt_runtime.engines import compare_runners, psnr, resolve_engine_name, select_engine
 from gt_runtime.engines.array_engine import ArrayAudioRunner, ArrayDeformRunner
 from gt_runtime.errors import InputError
-from gt_runtime.bundle.synthetic import make_random_bundle
+from tests.support.speech import speech
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    p = make_random_bundle(tmp_path_factory.mktemp("e") / "e.gtb", n_gaussians=1500, sh_degree=3, num_layers=2,
-                           width=48, height=48, n_track_frames=6, seed=1, fp16=True, int8=True)
+def bundle(random_bundle):
+    p = random_bundle(n_gaussians=1500, sh_degree=3, num_layers=2, width=48, height=48, n_track_frames=6, seed=1,
+                      fp16=True, int8=True)
     return Bundle.open(p)
 
 
@@ -35,9 +35,8 @@ def test_fast_equals_plain(bundle):
     assert set(cmp.outputs) == {"dmu", "drot", "dscale", "dsh", "dopacity"}
 
 
-def test_fast_equals_plain_one_layer(tmp_path):
-    b = Bundle.open(make_random_bundle(tmp_path / "l1.gtb", 300, sh_degree=1, num_layers=1, width=16, height=16,
-                                       n_track_frames=2, onnx=False))
+def test_fast_equals_plain_one_layer(random_bundle):
+    b = Bundle.open(random_bundle(n_gaussians=300, sh_degree=1, num_layers=1, width=16, height=16, n_track_frames=2, onnx=False))
     (cmp,) = compare_runners([_array(b, fast=False), _array(b)], _feeds(1), atol=1e-5)
     assert cmp.passed, str(cmp)
     out = _array(b).activate().infer(_feeds(2, (2,))[0])
@@ -74,7 +73,7 @@ def test_fp16_render_psnr(bundle):
     """Mixed-precision deform graph (LayerNorm/Softmax/Add FP32): render PSNR >= 40 dB vs FP32."""
     from gt_runtime.playback.player import Player
 
-    pcm = (np.sin(np.arange(16000) / 16000 * 2 * np.pi * 200) * 0.3).astype(np.float32)
+    pcm = speech(1.0)
     a = list(Player(bundle, engine="onnxruntime-fp32", raster="auto").play(pcm))[:6]
     b = list(Player(bundle, engine="onnxruntime-fp16", raster="auto").play(pcm))[:6]
     assert psnr(np.stack(a), np.stack(b), 255.0) >= 40.0
@@ -109,9 +108,8 @@ def test_select_cpu(bundle):
     assert es.device == "cpu" and es.name == "onnxruntime-fp32"
 
 
-def test_select_without_int8(tmp_path):
-    b = Bundle.open(make_random_bundle(tmp_path / "s.gtb", 100, sh_degree=0, num_layers=1, width=8, height=8,
-                                       n_track_frames=1))
+def test_select_without_int8(random_bundle):
+    b = Bundle.open(random_bundle(n_gaussians=100, sh_degree=0, num_layers=1, width=8, height=8, n_track_frames=1))
     assert resolve_engine_name(b, "auto", gpu=False) == "onnxruntime-fp32"
     with pytest.raises(InputError, match="no int8"):
         select_engine(b, "onnxruntime-int8", gpu=False)
@@ -161,7 +159,7 @@ def test_cuda_raster_matches_cpu_whole_frame(bundle):
     from gt_runtime.playback.player import Player
     from gt_runtime.playback.pipeline import cpu_raster_available
 
-    pcm = (np.sin(np.arange(8000) / 16000 * 2 * np.pi * 200) * 0.3).astype(np.float32)
+    pcm = speech(0.5)
     ref = np.stack(list(Player(bundle, engine="array", raster="cpu" if cpu_raster_available() else "reference").play(pcm)))
     gpu = np.stack(list(Player(bundle, engine="array-cupy", raster="cuda").play(pcm)))
     assert gpu.shape == ref.shape

@@ -11,9 +11,6 @@ the device, asynchrony on the user stream, speed) is not checked here.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -25,19 +22,18 @@ from gt_runtime.engines.array_engine import ArrayAudioRunner, ArrayDeformRunner 
 from gt_runtime.engines.comparator import compare_runners  # noqa: E402
 from gt_runtime.errors import InputError  # noqa: E402
 from gt_runtime.playback.player import Player  # noqa: E402
-from gt_runtime.bundle.synthetic import make_random_bundle  # noqa: E402
+from tests.cuda_emu import fake_ort_cuda  # noqa: E402
+from tests.support.frames import CPU_RASTER, ODD_SIZE, parity, play  # noqa: E402
+from tests.support.speech import speech  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cuda_emu import fake_ort_cuda  # noqa: E402
-from test_player_cuda_emulated import CPU_RASTER, H, SHORT, W, parity, play  # noqa: E402
-
+W, H = ODD_SIZE
+SHORT = speech(0.4, seed=1)  # 10 frames
 N = 300
 
 
 @pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    return make_random_bundle(tmp_path_factory.mktemp("ortcuda") / "t.gtb", n_gaussians=N, sh_degree=1, num_layers=2,
-                              width=W, height=H, n_track_frames=4, seed=5, onnx=True)  # fmt: skip
+def bundle_path(random_bundle):
+    return random_bundle(n_gaussians=N, sh_degree=1, num_layers=2, width=W, height=H, n_track_frames=4, seed=5, onnx=True)
 
 
 @pytest.fixture

@@ -3,12 +3,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import soundfile as sf
 
-from gt_runtime.bundle.synthetic import make_random_bundle
 from gt_runtime.playback.video import probe_durations
+from tests.support.speech import speech
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,11 +19,10 @@ def gt(*args, timeout=180):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, random_bundle):
     d = tmp_path_factory.mktemp("cli")
-    b = make_random_bundle(d / "c.gtb", n_gaussians=300, sh_degree=1, num_layers=1, width=24, height=20, n_track_frames=4)
-    t = np.arange(int(1.7 * 16000)) / 16000
-    sf.write(d / "speech.wav", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
+    b = random_bundle(n_gaussians=300, sh_degree=1, num_layers=1, width=24, height=20, n_track_frames=4)
+    sf.write(d / "speech.wav", speech(1.7), 16000)
     return d, b
 
 

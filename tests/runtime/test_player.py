@@ -13,14 +13,13 @@ from gt_runtime.errors import InputError
 from gt_runtime.apps.play import PlayConfig, play
 from gt_runtime.playback.player import Player
 from gt_runtime.playback.scene import Scene, pingpong
-from gt_runtime.bundle.synthetic import make_random_bundle
 from gt_runtime.playback.video import probe_durations
+from tests.support.speech import speech
 
 
 @pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    return make_random_bundle(tmp_path_factory.mktemp("p") / "p.gtb", n_gaussians=300, sh_degree=1, num_layers=2,
-                              width=32, height=32, n_track_frames=5, seed=4)
+def bundle_path(random_bundle):
+    return random_bundle(n_gaussians=300, sh_degree=1, num_layers=2, width=32, height=32, n_track_frames=5, seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +27,9 @@ def player(bundle_path):
     return Player(bundle_path, engine="auto", raster="auto")
 
 
-def tone(seconds, sr=16000, channels=1):
-    t = np.arange(int(round(seconds * sr))) / sr
-    x = (0.3 * np.sin(2 * np.pi * 190 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2.5 * t))).astype(np.float32)
-    return np.stack([x, 0.5 * x], axis=1) if channels == 2 else x
-
-
 @pytest.mark.parametrize("samples", [1, 639, 640, 641, 16000, 16001])
 def test_frame_count(player, samples):
-    pcm = tone(1.1)[:samples]
+    pcm = speech(1.1)[:samples]
     pcm[0] = 0.5  # not silent even when one sample long
     frames = list(player.play(pcm))
     assert len(frames) == num_video_frames(samples) == -(-samples // 640)
@@ -44,7 +37,7 @@ def test_frame_count(player, samples):
 
 
 def test_frames_show_head_over_background(player, bundle_path):
-    frames = np.stack(list(player.play(tone(0.5))))
+    frames = np.stack(list(player.play(speech(0.5))))
     bg = Scene(Bundle.open(bundle_path)).background(0)
     diff = np.abs(frames[0].astype(np.float32) / 255 - bg).max(axis=-1)
     assert (diff > 0.1).mean() > 0.05          # the head covers part of the frame
@@ -55,7 +48,7 @@ def test_frames_show_head_over_background(player, bundle_path):
 @pytest.mark.parametrize("sr,channels", [(8000, 1), (48000, 2), (44100, 1)])
 def test_sample_rates(player, tmp_path, sr, channels):
     path = tmp_path / f"s{sr}.wav"
-    sf.write(path, tone(1.0, sr, channels), sr)
+    sf.write(path, speech(1.0, sr, channels=channels), sr)
     assert len(list(player.play(path))) == 25
 
 
@@ -65,7 +58,7 @@ def _bad_wavs(tmp_path):
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, np.float32), 16000)
     nan = tmp_path / "nan.wav"
-    x = tone(0.5)
+    x = speech(0.5)
     x[100] = np.nan
     sf.write(nan, x, 16000, subtype="FLOAT")
     return {"corrupt": corrupt, "empty": empty, "NaN": nan}  # silence is valid: tests/runtime/test_play_silent.py
@@ -89,7 +82,7 @@ def test_truncated_bundle(bundle_path, tmp_path):
     p = b / "deform.onnx"
     p.write_bytes(p.read_bytes()[:1000])
     wav = tmp_path / "a.wav"
-    sf.write(wav, tone(0.5), 16000)
+    sf.write(wav, speech(0.5), 16000)
     with pytest.raises(InputError) as ei:
         play(PlayConfig(speech=wav, bundle=b, out=str(tmp_path / "o.mp4"), quiet=True))
     assert "deform.onnx" in str(ei.value) and "\n" not in str(ei.value)
@@ -119,7 +112,7 @@ def test_scene_background_composite(bundle_path):
 
 def test_mp4_png_and_raw(bundle_path, tmp_path):
     wav = tmp_path / "a.wav"
-    sf.write(wav, tone(1.3), 16000)
+    sf.write(wav, speech(1.3), 16000)
     res = play(PlayConfig(speech=wav, bundle=bundle_path, out=str(tmp_path / "a.mp4"), fps=True, quiet=True))
     d = probe_durations(tmp_path / "a.mp4")
     assert res.frames == d["frames"] == 33 and d["video_codec"] == "h264" and d["audio_codec"] == "aac"
@@ -131,7 +124,7 @@ def test_mp4_png_and_raw(bundle_path, tmp_path):
 
 def test_no_torch_after_full_cpu_play(bundle_path, tmp_path):
     wav = tmp_path / "a.wav"
-    sf.write(wav, tone(0.6), 16000)
+    sf.write(wav, speech(0.6), 16000)
     code = (
         "import sys, os\n"
         "from gt_runtime.apps.play import PlayConfig, play\n"
@@ -145,17 +138,14 @@ def test_no_torch_after_full_cpu_play(bundle_path, tmp_path):
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
 
 
-def test_ten_minute_speech(tmp_path):
+def test_ten_minute_speech(random_bundle, tmp_path):
     """600 s of speech -> exactly 15000 frames and an mp4 whose A/V durations agree within one frame.
 
     A tiny bundle (16x16, 100 Gaussians, one layer) keeps this to the cost of the pipeline itself.
     """
-    b = make_random_bundle(tmp_path / "tiny.gtb", n_gaussians=100, sh_degree=0, num_layers=1, width=16, height=16,
-                           n_track_frames=9, seed=9, onnx=False)
+    b = random_bundle(n_gaussians=100, sh_degree=0, num_layers=1, width=16, height=16, n_track_frames=9, seed=9, onnx=False)
     wav = tmp_path / "long.wav"
-    rng = np.random.default_rng(0)
-    t = np.arange(600 * 16000) / 16000
-    sf.write(wav, (0.2 * np.sin(2 * np.pi * 150 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32), 16000)
+    sf.write(wav, speech(600.0), 16000)
     t0 = time.perf_counter()
     res = play(PlayConfig(speech=wav, bundle=b, out=str(tmp_path / "long.mp4"), engine="array", batch=25, quiet=True))
     elapsed = time.perf_counter() - t0

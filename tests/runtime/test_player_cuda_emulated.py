@@ -14,37 +14,23 @@ What needs a real GPU (NVRTC, __expf, streams running asynchronously, speed) is 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gt_runtime.playback.pipeline import cpu_raster_available
 from gt_runtime.playback.player import Player
-from gt_runtime.bundle.synthetic import make_random_bundle, stream_in_chunks
+from tests.cuda_emu import fake_cupy
+from tests.support.frames import CPU_RASTER, ODD_SIZE, parity, play, stream_in_chunks
+from tests.support.speech import speech
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cuda_emu import fake_cupy  # noqa: E402
-
-W, H = 40, 24  # not square, not a multiple of the 16-pixel tile: 3 x 2 tiles
-CPU_RASTER = "cpu" if cpu_raster_available() else "reference"
-
-
-def speech(seconds, seed=0, sr=16000):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
-    return (0.3 * env * np.sin(2 * np.pi * 180 * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
-
-
+W, H = ODD_SIZE  # 3 x 2 tiles
 PCM = speech(1.0)  # 25 frames: the 6-frame camera track ping-pongs
 SHORT = speech(0.4, seed=1)  # 10 frames
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_random_bundle(tmp_path_factory.mktemp("b") / "t.gtb", n_gaussians=600, sh_degree=2, num_layers=2,
-                              width=W, height=H, n_track_frames=6, seed=3, onnx=False)  # fmt: skip
+def bundle(random_bundle):
+    return random_bundle(n_gaussians=600, sh_degree=2, num_layers=2, width=W, height=H, n_track_frames=6, seed=3, onnx=False)
 
 
 @pytest.fixture(scope="module")
@@ -52,22 +38,6 @@ def cpu_frames(bundle):
     """The CPU path's frames (made before any fake is installed), per speech and batch."""
     p = Player(bundle, engine="array", raster=CPU_RASTER)
     return {"pcm": np.stack(list(p.play(PCM))), "short": np.stack(list(p.play(SHORT)))}
-
-
-def parity(got: np.ndarray, ref: np.ndarray) -> tuple[int, float, float]:
-    """-> (max |difference| in uint8 steps, PSNR in dB, fraction of values that differ) of two uint8 frame stacks.
-
-    Asserts max <= 2, PSNR >= 45 dB and at most 1 % of values off (float rounding flips a few values by one
-    step; a truncating or otherwise biased uint8 conversion flips about half of them)."""
-    assert got.shape == ref.shape and got.dtype == ref.dtype == np.uint8
-    d = got.astype(np.int64) - ref.astype(np.int64)
-    mse = float(np.mean(d.astype(np.float64) ** 2))
-    psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-    worst, frac = int(np.abs(d).max()), float(np.mean(d != 0))
-    msg = f"GPU path vs CPU path, {len(got)} frames: max |diff| {worst}, PSNR {psnr:.1f} dB, {100 * frac:.4f} % of values differ"
-    print(msg)
-    assert worst <= 2 and psnr >= 45.0 and frac <= 0.01, msg
-    return worst, psnr, frac
 
 
 def batches(n_frames: int, b: int) -> list[int]:
@@ -81,12 +51,6 @@ def assert_only_final_frames_copied(log, sizes: list[int], h: int = H, w: int = 
     assert all("to_host" in t.where for t in log.d2h)
     reads = [(t.nbytes, t.where.split(":")[0], t.where.rsplit(" ", 1)[-1]) for t in log.scalar_reads]
     assert reads == [(8, "_cuda.py", "_render")] * len(sizes), log.scalar_reads
-
-
-def play(player, pcm, batch=1):
-    frames = list(player.play(pcm, session=player.session(batch=batch)))
-    assert all(type(f) is np.ndarray and f.dtype == np.uint8 and f.shape == (player.height, player.width, 3) for f in frames)
-    return np.stack(frames)
 
 
 def stream(player, pcm, batch, seed, max_ms=300):
@@ -184,14 +148,12 @@ def test_gt_play_auto_on_the_gpu(gpu, bundle, tmp_path):
     parity(got, np.stack(list(Player(bundle, engine="array", raster=CPU_RASTER).play(SHORT[: 5 * 640]))))
 
 
-def test_default_bundle_two_frames(gpu):
+def test_default_bundle_two_frames(gpu, default_bundle):
     """The bundled identity (128 px, 6000 Gaussians, SH degree 1, torso): two frames."""
-    from gt_runtime.assets import default_bundle
-
     pcm = speech(0.08, seed=2)  # 2 frames
-    got = play(Player(default_bundle(), engine="array-cupy", raster="cuda", batch=2), pcm, batch=2)
+    got = play(Player(default_bundle, engine="array-cupy", raster="cuda", batch=2), pcm, batch=2)
     assert_only_final_frames_copied(gpu.log, [2], 128, 128)
-    ref = np.stack(list(Player(default_bundle(), engine="array", raster=CPU_RASTER).play(pcm)))
+    ref = np.stack(list(Player(default_bundle, engine="array", raster=CPU_RASTER).play(pcm)))
     parity(got, ref)
 
 

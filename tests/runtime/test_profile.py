@@ -13,11 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from gt_runtime.bundle.synthetic import make_random_bundle
-
-    return make_random_bundle(tmp_path_factory.mktemp("prof") / "tiny.gtb", n_gaussians=500, width=48, height=48,
-                              n_track_frames=6)
+def bundle(random_bundle):
+    return random_bundle(n_gaussians=500, width=48, height=48, n_track_frames=6)
 
 
 @pytest.fixture(scope="module")

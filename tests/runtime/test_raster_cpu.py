@@ -8,12 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-from raster_scenes import random_scene  # noqa: E402
+from gt_runtime import raster
+from gt_runtime.raster import _cpu
+from gt_runtime.raster._reference import rasterize_reference
+from tests.support.raster_scenes import random_scene
 
-from gt_runtime import raster  # noqa: E402
-from gt_runtime.raster import _cpu  # noqa: E402
-from gt_runtime.raster._reference import rasterize_reference  # noqa: E402
 
 needs_ext = pytest.mark.skipif(not _cpu.available(), reason="gt_runtime._raster_cpu not built (pip install .)")
 

@@ -2,17 +2,12 @@
 runs) against the numpy reference and against each other, forward and backward.
 GT_RASTER_ISA=generic|avx2|avx512 caps the variant the extension picks."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-from raster_scenes import head_scene, random_scene  # noqa: E402
-
-from gt_runtime.raster import _cpu  # noqa: E402
-from gt_runtime.raster._reference import rasterize_reference  # noqa: E402
+from gt_runtime.raster import _cpu
+from gt_runtime.raster._reference import rasterize_reference
+from tests.support.raster_scenes import head_scene, random_scene
 
 pytestmark = pytest.mark.skipif(not _cpu.available(), reason="gt_runtime._raster_cpu not built (pip install .)")
 

@@ -1,5 +1,5 @@
 """CUDA rasterizer (gt_runtime/raster/_cuda.py) against the C++ CPU rasterizer, the numpy
-reference and gsplat, on the random scenes of tests/raster_scenes.py. Needs CuPy and a GPU
+reference and gsplat, on the random scenes of tests/support/raster_scenes.py. Needs CuPy and a GPU
 (test_raster_cuda_emulated.py runs the same kernels on CPU threads everywhere).
 
 Tolerance (tests/support/gpu_tolerance.py, derived there): the device evaluates exp with __expf (as
@@ -10,18 +10,14 @@ or the 1e-4 stop can flip. The emulation's agreement (exact expf) does not set t
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from gt_runtime.raster import _cuda
 from gt_runtime.raster._reference import rasterize_reference
+from tests.support.gpu_tolerance import assert_gpu_images_close
+from tests.support.raster_scenes import CUDA_SCENES, assert_images_close, batch_of_frames, extreme_scene, random_scene
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.gpu_tolerance import assert_gpu_images_close  # noqa: E402
-from raster_scenes import CUDA_SCENES, assert_images_close, batch_of_frames, extreme_scene, random_scene  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

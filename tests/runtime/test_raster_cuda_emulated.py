@@ -5,17 +5,12 @@ device itself) is in test_raster_cuda.py."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from gt_runtime.raster import _cpu, _cuda
 from gt_runtime.raster._reference import rasterize_reference
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raster_scenes import CUDA_SCENES, assert_images_close, batch_of_frames, extreme_scene, random_scene  # noqa: E402
+from tests.support.raster_scenes import CUDA_SCENES, assert_images_close, batch_of_frames, extreme_scene, random_scene
 
 
 @pytest.fixture

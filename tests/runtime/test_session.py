@@ -6,22 +6,14 @@ import soundfile as sf
 from gt_runtime.audio import LOOKAHEAD_SAMPLES, load_audio
 from gt_runtime.errors import InputError
 from gt_runtime.playback.player import Player
-from gt_runtime.bundle.synthetic import make_random_bundle, stream_in_chunks
+from tests.support.frames import stream_in_chunks
+from tests.support.speech import speech
 
 
 @pytest.fixture(scope="module")
-def player(tmp_path_factory):
-    p = make_random_bundle(tmp_path_factory.mktemp("s") / "s.gtb", n_gaussians=400, sh_degree=2, num_layers=2,
-                           width=32, height=32, n_track_frames=7, seed=2, onnx=False)
+def player(random_bundle):
+    p = random_bundle(n_gaussians=400, sh_degree=2, num_layers=2, width=32, height=32, n_track_frames=7, seed=2, onnx=False)
     return Player(p, engine="array", raster="auto")
-
-
-def speech(seconds, sr=16000, seed=0, channels=1):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
-    x = (0.3 * env * np.sin(2 * np.pi * 180 * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
-    return np.stack([x, 0.5 * x], axis=1) if channels == 2 else x
 
 
 def stream(player, pcm, sr, chunks_seed, batch=1, ms=(1, 1000)):
@@ -103,17 +95,9 @@ def test_sessions_share_a_player(player):
     np.testing.assert_array_equal(np.stack(out_b), ref_b)
 
 
-def test_rejected_rate_leaves_session_usable(tmp_path):
+def test_rejected_rate_leaves_session_usable(random_bundle):
     """A push at an unsupported rate is refused without fixing the session's rate."""
-    import numpy as np
-    import pytest
-
-    from gt_runtime import Player
-    from gt_runtime.errors import InputError
-    from gt_runtime.bundle.synthetic import make_random_bundle
-
-    b = make_random_bundle(tmp_path / "b.gtb", n_gaussians=50, sh_degree=0, num_layers=1, width=16, height=16,
-                           n_track_frames=4, seed=0, onnx=False)
+    b = random_bundle(n_gaussians=50, sh_degree=0, num_layers=1, width=16, height=16, n_track_frames=4, seed=0, onnx=False)
     s = Player(b, engine="array", raster="reference").session()
     with pytest.raises(InputError, match="unsupported sample rate"):
         s.push_audio(np.zeros(100, np.float32), 1000)

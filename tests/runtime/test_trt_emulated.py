@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,19 +24,19 @@ from gt_runtime.engines.array_engine import ArrayDeformRunner  # noqa: E402
 from gt_runtime.engines.comparator import compare_runners  # noqa: E402
 from gt_runtime.errors import InputError  # noqa: E402
 from gt_runtime.playback.player import Player  # noqa: E402
-from gt_runtime.bundle.synthetic import make_random_bundle  # noqa: E402
+from tests.cuda_emu import fake_cupy, fake_tensorrt  # noqa: E402
+from tests.support.frames import CPU_RASTER, ODD_SIZE, parity, play  # noqa: E402
+from tests.support.speech import speech  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cuda_emu import fake_cupy, fake_tensorrt  # noqa: E402
-from test_player_cuda_emulated import CPU_RASTER, H, SHORT, W, parity, play  # noqa: E402
-
+W, H = ODD_SIZE
+SHORT = speech(0.4, seed=1)  # 10 frames
 N = 300
 
 
 @pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    return make_random_bundle(tmp_path_factory.mktemp("trt") / "t.gtb", n_gaussians=N, sh_degree=1, num_layers=2,
-                              width=W, height=H, n_track_frames=4, seed=5, onnx=True, fp16=True)  # fmt: skip
+def bundle_path(random_bundle):
+    return random_bundle(n_gaussians=N, sh_degree=1, num_layers=2, width=W, height=H, n_track_frames=4, seed=5,
+                         onnx=True, fp16=True)  # fmt: skip
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from gt_runtime.playback.video import Mp4Writer, probe_durations
+from tests.support.speech import speech
 
 
 @pytest.mark.parametrize("w,h", [(64, 48), (65, 47)])
@@ -12,7 +13,7 @@ def test_mp4_durations_match(tmp_path, w, h):
     with Mp4Writer(out, w, h, sample_rate=16000) as wr:
         for i in range(n):
             wr.write(np.full((h, w, 3), i * 5 % 255, np.uint8))
-        pcm = np.sin(np.arange(32000) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3
+        pcm = speech(2.0)
         for chunk in np.array_split(pcm, 7):  # streamed in uneven chunks
             wr.write_audio(chunk)
     d = probe_durations(out)

@@ -1,4 +1,4 @@
-"""Random Gaussian scenes for rasterizer tests (shared by the CPU and CUDA tests).
+"""Random Gaussian scenes for rasterizer tests (shared by the CPU and CUDA tests, and tools/bench/raster_cpu_quick.py).
 
     scene = random_scene(n=500, width=64, height=48, sh_degree=2, seed=0, background="color")
     img = rasterize(**scene)            # keys match gt_runtime.raster.rasterize's arguments

@@ -6,15 +6,15 @@ import shutil
 import numpy as np
 import pytest
 
-from gt_runtime.bundle.synthetic import stream_in_chunks
-
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("gt_runtime._raster_cpu", reason="the C++ rasterizer is not built (python setup.py build_ext --inplace)")
 
-from test_audio_model import SMALL, speech, tiny_checkpoint  # noqa: E402
+from tests.support.audio_models import SMALL, tiny_checkpoint  # noqa: E402
+from tests.support.frames import stream_in_chunks  # noqa: E402
+from tests.support.speech import speech  # noqa: E402
 
 ITERS = (12, 12)
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -15,30 +15,8 @@ pytest.importorskip("onnxruntime")
 from gt_runtime.audio import BlockStream  # noqa: E402
 from gt_runtime.errors import InputError  # noqa: E402
 from gt_train.preprocess.audio_model import AudioModelConfig, torch_runner, write_audio_features  # noqa: E402
-
-SMALL = {"block_ms": 400, "left_ms": 200, "right_ms": 100}  # 20-row blocks: several blocks in a short clip
-
-
-def tiny_checkpoint(path, kind="hubert", hidden=32, seed=0, **over):
-    """save_pretrained of a random tiny HubertModel / Wav2Vec2Model -> path."""
-    transformers.utils.logging.disable_progress_bar()
-    common = dict(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * hidden,
-                  conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-    common.update(over)
-    torch.manual_seed(seed)
-    if kind == "hubert":
-        model = transformers.HubertModel(transformers.HubertConfig(**common))
-    else:
-        model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))
-    model.save_pretrained(path)
-    return path
-
-
-def speech(seconds, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
-    return (0.3 * env * np.sin(2 * np.pi * (120 + 80 * t) * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+from tests.support.audio_models import SMALL, tiny_checkpoint  # noqa: E402
+from tests.support.speech import speech  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -107,11 +107,9 @@ def test_eval_run_dir(run, synth, tmp_path):
     assert saved["val"]["psnr"] == pytest.approx(v["psnr"])
 
 
-def test_eval_bundle_through_the_player(synth, tmp_path):
-    from gt_runtime.bundle.synthetic import make_random_bundle
-
+def test_eval_bundle_through_the_player(synth, random_bundle):
     T = len(list((Path(synth) / "frames").iterdir()))
-    b = make_random_bundle(tmp_path / "r.gtb", n_gaussians=400, width=64, height=64, n_track_frames=T, onnx=False)
+    b = random_bundle(n_gaussians=400, width=64, height=64, n_track_frames=T, onnx=False)
     res = evaluate(EvalConfig(model=b, data=synth, lmd=False, engine="array", quiet=True))
     assert res["kind"] == "bundle" and not any("track" in n for n in res["notes"])
     assert math.isfinite(res["val"]["psnr"]) and 0 < res["val"]["ssim"] < 1

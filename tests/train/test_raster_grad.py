@@ -10,10 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-from raster_scenes import random_scene  # noqa: E402
-
 from gt_runtime.raster import _cpu  # noqa: E402
+from tests.support.raster_scenes import random_scene  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not _cpu.available(), reason="gt_runtime._raster_cpu not built (pip install .)")
 

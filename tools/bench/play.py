@@ -1,7 +1,9 @@
 """Benchmark `gt play` on CPU: model FPS (engine + raster) and delivered FPS (everything, mp4 encode included).
 
-    python tools/bench/play.py                       # 256^2 and 512^2, 10k/20k/50k Gaussians
-    python tools/bench/play.py --sizes 512 --gaussians 20000 --engines onnxruntime-int8 array --seconds 6
+    python -m tools.bench.play                       # 256^2 and 512^2, 10k/20k/50k Gaussians
+    python -m tools.bench.play --sizes 512 --gaussians 20000 --engines onnxruntime-int8 array --seconds 6
+
+(from the repository root: the speech is the tests' own, tests.support.speech).
 
 Random bundles (gt_runtime.bundle.synthetic, L = 2, SH degree 3) are cached under --cache. Prints a
 markdown table (and appends it to --out if given). Extra columns come from BASELINES:
@@ -20,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from gt_runtime.audio import write_wav  # noqa: E402
-from gt_runtime.apps.play import PlayConfig, play  # noqa: E402
-from gt_runtime.bundle.synthetic import make_random_bundle  # noqa: E402
+from gt_runtime.apps.play import PlayConfig, play
+from gt_runtime.audio import write_wav
+from gt_runtime.bundle.synthetic import make_random_bundle
+from tests.support.speech import speech as speech_pcm
 
 # name -> callable(bundle_path: Path, n_frames: int) -> deform ms per frame. Register more with BASELINES[name] = fn.
 BASELINES: dict = {}
@@ -42,10 +43,7 @@ def bundle_for(cache: Path, n: int, size: int) -> Path:
 
 
 def speech(path: Path, seconds: float) -> Path:
-    t = np.arange(int(seconds * 16000)) / 16000
-    rng = np.random.default_rng(0)
-    x = 0.25 * np.sin(2 * np.pi * 170 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(t.size)
-    write_wav(path, x.astype(np.float32))
+    write_wav(path, speech_pcm(seconds))
     return path
 
 

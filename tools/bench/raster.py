@@ -1,8 +1,8 @@
 """Rasterizer benchmark: ms per frame of every available backend on head-shaped scenes.
 
-    python tools/bench/raster.py                              # print the markdown table
-    python tools/bench/raster.py --out tools/bench/RESULTS.md # also write its "## Rasterizer" section
-    python tools/bench/raster.py --quick                      # small scenes, a smoke run
+    python -m tools.bench.raster                              # print the markdown table
+    python -m tools.bench.raster --out tools/bench/RESULTS.md # also write its "## Rasterizer" section
+    python -m tools.bench.raster --quick                      # small scenes, a smoke run
 
 Scenes: an ellipsoidal shell of Gaussians the size of a head (SH degree 3), seen from
 0.6 m, with 10k and 50k Gaussians at 256^2 and 512^2. Backends, each skipped with a
@@ -38,8 +38,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 SECTION = "## Rasterizer"
 TORCH_CPU_BWD_MAX = 2e8  # N x pixels above which the eager torch backward is not run on the CPU
@@ -392,7 +390,7 @@ def main(argv=None) -> int:
 
     info = machine_info()
     table = render_table(rows, torch_ref)
-    cmd = "python tools/bench/raster.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m tools.bench.raster " + " ".join(argv if argv is not None else sys.argv[1:])
     body = "\n".join([
         f"Machine: {info['cpu']}, {info['cores']} cores; GPU: {info['gpu']}. "
         + ", ".join(f"{k} {info[k]}" for k in ("python", "numpy", "torch", "cupy") if k in info) + ".",

@@ -1,24 +1,21 @@
 """Quick CPU rasterizer timing: forward and forward+backward (ms, median) on head-shaped scenes.
 
-    PYTHONPATH=. python tools/bench/raster_cpu_quick.py                 # best kernel variant
-    PYTHONPATH=. python tools/bench/raster_cpu_quick.py --isa all       # every variant this CPU runs
-    PYTHONPATH=. python tools/bench/raster_cpu_quick.py --refs          # + numpy / torch references (slow)
+    python -m tools.bench.raster_cpu_quick                 # best kernel variant (from the repository root)
+    python -m tools.bench.raster_cpu_quick --isa all       # every variant this CPU runs
+    python -m tools.bench.raster_cpu_quick --refs          # + numpy / torch references (slow)
 
 --isa sets GT_RASTER_ISA (generic | avx2 | avx512) for the run; the load average is printed
 because other processes skew the numbers.
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests"))
-from raster_scenes import head_scene  # noqa: E402
-
-from gt_runtime.raster import _cpu  # noqa: E402
-from gt_runtime.raster._reference import rasterize_reference  # noqa: E402
+from gt_runtime.raster import _cpu
+from gt_runtime.raster._reference import rasterize_reference
+from tests.support.raster_scenes import head_scene
 
 
 def median_ms(fn, reps):

@@ -1,7 +1,7 @@
 """CPU benchmarks of the runtime against the eager PyTorch model, measured in the same run -> tools/bench/RESULTS.md.
 
-    python tools/bench/suite.py                                  # all sections, print + write RESULTS.md
-    python tools/bench/suite.py --sections deform frame --quick  # a smoke run, nothing written without --out
+    python -m tools.bench.suite                                  # all sections, print + write RESULTS.md
+    python -m tools.bench.suite --sections deform frame --quick  # a smoke run, nothing written without --out
 
 Sections (each replaces its own "## ..." section of --out, keeping the others):
 
@@ -35,11 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tools.bench.raster import machine_info
 
-from tools.bench.raster import machine_info  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 ENGINES = ("array", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8")
 SECTIONS = ("deform", "layers", "frame", "scaling")
@@ -259,7 +257,7 @@ def header(t_start: float, argv) -> str:
         up = f"load average {os.getloadavg()}"
     return (f"Machine: {info['cpu']}, {info['cores']} cores; GPU: {info['gpu']} (CPU benchmarks only). "
             f"torch {info.get('torch', '?')}, numpy {info['numpy']}.\n"
-            f"Run: `python tools/bench/suite.py {' '.join(argv)}` on {_dt.date.today().isoformat()}; "
+            f"Run: `python -m tools.bench.suite {' '.join(argv)}` on {_dt.date.today().isoformat()}; "
             f"`uptime` at the end: `{up}` (a shared machine: other jobs were running).\n"
             "Times: one-thread CPU time per stage (time.thread_time), median after a warm-up; all libraries on 1 thread.\n")
 
