@@ -1,4 +1,4 @@
-"""The `mel` front end and audio loading (DESIGN.md section 5)."""
+"""The `mel` front end and audio loading (docs/ARCHITECTURE.md section 1: 640 samples a frame, 7.5 ms lookahead)."""
 import numpy as np
 import pytest
 import soundfile as sf

@@ -4,7 +4,7 @@ CuPy is replaced by tests/cuda_emu/fake_cupy.py (numpy under CuPy's host/device 
 logged) and NVRTC by raster_cuda.cu's real kernels compiled for CPU threads (tests/cuda_emu). So the
 glue (pipeline.py's _render_cuda, select.py, array_engine.py on the cupy namespace, CudaRasterizer's
 host code, Session batching) runs as on a GPU, and every frame is compared with the CPU path
-(engine array, raster cpu). Only the final uint8 frames may come back to the host (DESIGN.md section 7),
+(engine array, raster cpu). Only the final uint8 frames may come back to the host (docs/ARCHITECTURE.md section 7),
 plus the rasterizer's one 8-byte read of the intersection count that sizes its sort.
 
 The emulated blend runs 256 threads per 16x16 tile, one tile at a time: the bundles here are small.
