@@ -106,7 +106,7 @@ void PackedLin::pack(const float* W, const float* bias, int M, int K, bool int8,
                 sum += q;
                 wq[(((size_t)(m / kPW) * G + k / 4) * kPW + m % kPW) * 4 + k % 4] = (int8_t)q;
             }
-            wc[m] = 128 * sum;
+            wc[m] = 64 * sum;
         }
         (void)P;
         lin.wq = wq.data();
@@ -141,7 +141,7 @@ DeformModel::DeformModel(const WeightGetter& get, const float* queries, int N, i
         const std::vector<float> f1 = get(p + "ffn1.weight", {kHid, kD}), f1b = get(p + "ffn1.bias", {kHid});
         const std::vector<float> f2 = get(p + "ffn2.weight", {kD, kHid}), f2b = get(p + "ffn2.bias", {kD});
         ffn1_[l].pack(f1.data(), f1b.data(), kHid, kD, int8, kSignedQmax);
-        ffn2_[l].pack(f2.data(), f2b.data(), kD, kHid, int8);
+        ffn2_[l].pack(f2.data(), f2b.data(), kD, kHid, int8, kSignedQmax);
         Layer& lay = net_.layer[l];
         lay.ffn1 = ffn1_[l].lin;
         lay.ffn2 = ffn2_[l].lin;
@@ -158,7 +158,7 @@ DeformModel::DeformModel(const WeightGetter& get, const float* queries, int N, i
         w1.insert(w1.end(), w.begin(), w.end());
         b1.insert(b1.end(), b.begin(), b.end());
         const std::vector<float> w2 = get(p + "fc2.weight", {dims[h], kHid}), b2 = get(p + "fc2.bias", {dims[h]});
-        fc2_[h].pack(w2.data(), b2.data(), dims[h], kHid, int8);
+        fc2_[h].pack(w2.data(), b2.data(), dims[h], kHid, int8, kSignedQmax);
         net_.fc2[h] = fc2_[h].lin;
         net_.out_dim[h] = dims[h];
         net_.max_mp = std::max(net_.max_mp, fc2_[h].lin.Mp);
@@ -174,7 +174,7 @@ void DeformModel::run(const float* tokens, int B, float* const out[kHeads], cons
     const int L = net_.layers;
     // Token-only work of every frame and layer, in double (a few hundred thousand operations).
     const size_t score_f = (size_t)kD * kPW + kPW, out_f = (size_t)kAtt * kD + kD;
-    std::vector<float> mats((size_t)B * L * (score_f + out_f), 0.f);
+    avector<float> mats((size_t)B * L * (score_f + out_f), 0.f);
     std::vector<AttMats> att((size_t)B * L);
     const double inv_sqrt = 1.0 / std::sqrt(32.0);
     for (int b = 0; b < B; ++b)

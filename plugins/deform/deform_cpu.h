@@ -7,7 +7,9 @@
 // that deform_select_isa picks.
 #pragma once
 
+#include <cstddef>
 #include <functional>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -22,10 +24,28 @@ std::vector<std::string> deform_isas();
 // lacks it), else the best variant capped by GT_DEFORM_ISA (read on every call; other values ignored).
 const DeformKernels* deform_select_isa(const std::string& name = "");
 
-// Owns one Linear's packed arrays; view() is what the kernels read.
+// 64-byte aligned storage: the kernels' 32/64-byte loads of packed panels never straddle a cache line.
+template <class T>
+struct Aligned64 {
+    using value_type = T;
+    Aligned64() = default;
+    template <class U>
+    Aligned64(const Aligned64<U>&) {}
+    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+    template <class U>
+    bool operator==(const Aligned64<U>&) const { return true; }
+    template <class U>
+    bool operator!=(const Aligned64<U>&) const { return false; }
+};
+template <class T>
+using avector = std::vector<T, Aligned64<T>>;
+
+// Owns one Linear's packed arrays; `lin` is what the kernels read.
 struct PackedLin {
-    std::vector<float> wf, ws, b;
-    std::vector<int8_t> wq;
+    avector<float> wf;
+    std::vector<float> ws, b;
+    avector<int8_t> wq;
     std::vector<int32_t> wc;
     Lin lin;
     // W [M, K] (torch layout), bias [M] -> panels; int8: per-column symmetric quantisation to
@@ -55,7 +75,7 @@ private:
         std::vector<float> wq, bq, wk, bk, wv, bv, wo, bo, n1w, n1b, n2w, n2b;
     };
     int n_ = 0, npad_ = 0;
-    std::vector<float> queries_;     // [npad, 64]
+    avector<float> queries_;         // [npad, 64]
     LayerW lw_[kMaxLayers];          // FP32 weights of the token-only work
     PackedLin ffn1_[kMaxLayers], ffn2_[kMaxLayers], fc1_, fc2_[kHeads];
     Net net_;

@@ -93,8 +93,11 @@ void gemm_f32(const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, i
     }
 }
 
+// INT8 activation ranges: a ReLU's output in [0, 127], a signed input in [-63, 63] (see gemm_i8).
+constexpr int kQmaxRelu = 127, kQmaxSigned = 63;
+
 // -- INT8: rows of X -> q [rows, K] int8 in [-127, 127] and their scales (x ~ s q) ---------------------
-void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s)
+void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax)
 {
     for (int r = 0; r < kRows; ++r) {
         const float* x = X + (size_t)r * ldx;
@@ -103,7 +106,7 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s)
         __m512 m = _mm512_setzero_ps();
         for (int k = 0; k < K; k += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
         const float amax = _mm512_reduce_max_ps(m);
-        const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+        const __m512 inv = _mm512_set1_ps(amax > 0.f ? (float)qmax / amax : 0.f);
         for (int k = 0; k < K; k += 16)  // round to nearest, |x inv| <= 127
             _mm_storeu_si128((__m128i*)(qr + k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv))));
 #elif defined(GT_SIMD_AVX2)
@@ -114,7 +117,7 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s)
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
         const float amax = _mm_cvtss_f32(m4);
-        const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+        const __m256 inv = _mm256_set1_ps(amax > 0.f ? (float)qmax / amax : 0.f);
         for (int k = 0; k < K; k += 16) {  // 16 floats -> 16 int8, round to nearest
             const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv));
             const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), inv));
@@ -128,10 +131,10 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s)
             const float a = fabsf(x[k]);
             amax = a > amax ? a : amax;
         }
-        const float inv = amax > 0.f ? 127.f / amax : 0.f;
-        for (int k = 0; k < K; ++k) qr[k] = (int8_t)lrintf(x[k] * inv);  // |x inv| <= 127
+        const float inv = amax > 0.f ? (float)qmax / amax : 0.f;
+        for (int k = 0; k < K; ++k) qr[k] = (int8_t)lrintf(x[k] * inv);  // |x inv| <= qmax
 #endif
-        s[r] = amax / 127.f;
+        s[r] = amax / (float)qmax;
     }
 }
 
@@ -148,7 +151,7 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
 #if defined(GT_SIMD_AVX512)
         const __m512 wsv = _mm512_loadu_ps(ws), bv = _mm512_loadu_ps(bias);
         const __m512i corr = NONNEG ? _mm512_setzero_si512() : _mm512_loadu_si512((const void*)(L.wc + p * kPW));
-        const __m512i flip = _mm512_set1_epi32((int)0x80808080u);
+        const __m512i off = _mm512_set1_epi8(64);
         for (int r = 0; r < kRows; r += 8) {
             __m512i acc[8];
             for (int i = 0; i < 8; ++i) acc[i] = _mm512_setzero_si512();
@@ -159,7 +162,7 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
                     int32_t x4;
                     memcpy(&x4, q + (size_t)i * K + 4 * g, 4);
                     __m512i xv = _mm512_set1_epi32(x4);
-                    if (!NONNEG) xv = _mm512_xor_si512(xv, flip);  // s8 -> u8 = s8 + 128
+                    if (!NONNEG) xv = _mm512_add_epi8(xv, off);  // [-63, 63] -> u8 x + 64
                     acc[i] = _mm512_dpbusd_epi32(acc[i], xv, w);
                 }
             }
@@ -173,26 +176,31 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
 #elif defined(GT_SIMD_AVX2)
         const __m256 ws0 = _mm256_loadu_ps(ws), ws1 = _mm256_loadu_ps(ws + 8);
         const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
-        const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi32((int)0x80808080u);
-        // maddubs pairs of u8 x and s8 w, exact in int16: ReLU inputs are in [0, 127] (2 * 127 * 127 < 2^15);
-        // signed inputs go in as x + 128 in [1, 255] against 7-bit weights (2 * 255 * 63 < 2^15), and
-        // 128 * colsum(w) comes off at the end (L.wc), as with VNNI.
+        const __m256i ones = _mm256_set1_epi16(1), off = _mm256_set1_epi8(64);
+        // maddubs: u8 x (ReLU inputs in [0, 127]; signed ones in [-63, 63] as x + 64, with 64 * colsum(w)
+        // taken off at the end, L.wc) times s8 w in [-63, 63]. Two k-groups' int16 pair sums add up to
+        // at most 4 * 127 * 63 < 2^15, so one madd widens 8 products instead of 4.
         const __m256i c0 = NONNEG ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(L.wc + p * kPW));
         const __m256i c1 = NONNEG ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(L.wc + p * kPW + 8));
         for (int r = 0; r < kRows; r += 4) {
             __m256i a0[4], a1[4];
             for (int i = 0; i < 4; ++i) { a0[i] = _mm256_setzero_si256(); a1[i] = _mm256_setzero_si256(); }
             const int8_t* q = Q + (size_t)r * K;
-            for (int g = 0; g < G; ++g) {
+            for (int g = 0; g < G; g += 2) {
                 const __m256i w0 = _mm256_loadu_si256((const __m256i*)(W + g * 64));
                 const __m256i w1 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 32));
+                const __m256i w2 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 64));
+                const __m256i w3 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 96));
                 for (int i = 0; i < 4; ++i) {
-                    int32_t x4;
-                    memcpy(&x4, q + (size_t)i * K + 4 * g, 4);
-                    __m256i xv = _mm256_set1_epi32(x4);
-                    if (!NONNEG) xv = _mm256_xor_si256(xv, flip);  // s8 -> u8 = s8 + 128
-                    a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(_mm256_maddubs_epi16(xv, w0), ones));
-                    a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(_mm256_maddubs_epi16(xv, w1), ones));
+                    int32_t xa, xb;
+                    memcpy(&xa, q + (size_t)i * K + 4 * g, 4);
+                    memcpy(&xb, q + (size_t)i * K + 4 * g + 4, 4);
+                    __m256i va = _mm256_set1_epi32(xa), vb = _mm256_set1_epi32(xb);
+                    if (!NONNEG) { va = _mm256_add_epi8(va, off); vb = _mm256_add_epi8(vb, off); }
+                    const __m256i t0 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w0), _mm256_maddubs_epi16(vb, w2));
+                    const __m256i t1 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w1), _mm256_maddubs_epi16(vb, w3));
+                    a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(t0, ones));
+                    a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(t1, ones));
                 }
             }
             for (int i = 0; i < 4; ++i) {
@@ -234,7 +242,7 @@ void linear(const Net& net, const float* X, int ldx, const Lin& L, int p0, int p
         gemm_f32<RELU>(X, ldx, L, p0, p1, Y, ldy);
         return;
     }
-    if (!quantised) quant_rows(X, ldx, L.K, q8, s8);
+    if (!quantised) quant_rows(X, ldx, L.K, q8, s8, NONNEG ? kQmaxRelu : kQmaxSigned);
     gemm_i8<RELU, NONNEG>(q8, s8, L, p0, p1, Y, ldy);
 }
 
@@ -330,7 +338,7 @@ void tile(const Job& job, int row0, float* scratch)
         }
         float x_s8[kRows];
         int8_t* xq = q8 + kRows * kHid;  // [rows, 64]: the heads' shared input, quantised once
-        if (net.int8) quant_rows(x, kD, kD, xq, x_s8);
+        if (net.int8) quant_rows(x, kD, kD, xq, x_s8, kQmaxSigned);
         for (int hd = 0; hd < kHeads; ++hd) {
             const Lin& fc2 = net.fc2[hd];
             const int pp = kHid / kPW;  // panels of one head's 128 fc1 columns
