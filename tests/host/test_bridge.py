@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from gt_runtime import contract
-from gt_runtime.bundle.synthetic import make_random_bundle
 from gt_runtime.errors import InputError
 from gt_runtime.host import bridge
 from gt_runtime.playback.player import Player
+from tests.support.speech import speech
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = ROOT / "plugins" / "host"
@@ -26,14 +26,8 @@ W, H = 48, 32
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_random_bundle(tmp_path_factory.mktemp("bridge") / "b.gtb", n_gaussians=300, sh_degree=1, num_layers=1,
-                              width=W, height=H, n_track_frames=4, seed=2, onnx=False)
-
-
-def tone(seconds: float, sr: int = 16000) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    return (0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+def bundle(random_bundle):
+    return random_bundle(n_gaussians=300, sh_degree=1, num_layers=1, width=W, height=H, n_track_frames=4, seed=2, onnx=False)
 
 
 def opened(bundle, engine="array", raster="", threads=0, batch=1):
@@ -92,7 +86,7 @@ def test_stream_matches_player(bundle):
         assert (width, height, fps) == (W, H, contract.FPS)
         assert lookahead == pytest.approx(247.5)
         assert engine.startswith("array") and raster in ("cpu", "reference")
-        pcm = tone(1.3)
+        pcm = speech(1.3)
         frames, seconds = stream(s, pcm)
     finally:
         bridge.close_session(key, s)
@@ -114,7 +108,7 @@ def test_stats_layout(bundle):
         before = bridge.stats(s)
         assert bridge.stats(s) == before  # reading stats twice before any frame works and changes nothing
         assert len(before) == bridge.STATS_LEN and before[:2] == (0.0, 0.0)
-        pcm = tone(0.8)
+        pcm = speech(0.8)
         frames, _ = stream(s, pcm)
         st = bridge.stats(s)
     finally:
@@ -137,7 +131,7 @@ def test_sessions_share_a_player(bundle):
         assert a[0] == b[0] != c[0] and bridge.open_players() == 2
         bridge.close_session(*a[:2])
         assert bridge.open_players() == 2  # b still uses it
-        frames, _ = stream(b[1], tone(0.3))
+        frames, _ = stream(b[1], speech(0.3))
         assert len(frames) == 8
     finally:
         bridge.close_session(*b[:2])
@@ -164,7 +158,7 @@ def test_push_validates_audio(bundle):
     try:
         with pytest.raises(InputError, match="NaN"):
             bridge.push(s, memoryview(np.array([0.0, np.nan], np.float32).tobytes()), 16000)
-        buf = bytearray(tone(0.2).tobytes())
+        buf = bytearray(speech(0.2).tobytes())
         bridge.push(s, memoryview(buf), 16000)
         buf[:] = bytes(len(buf))  # the caller reuses its buffer: the session kept a copy
         assert bridge.stats(s)[0] == pytest.approx(0.2)
