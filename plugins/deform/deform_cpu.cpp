@@ -44,8 +44,8 @@ const std::vector<IsaEntry>& isa_table()
 
 int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
-// INT8 weight range of Linears with a signed input (LayerNorm outputs: ffn1, the heads' fc1); see Lin.
-constexpr int kSignedQmax = 63;
+// INT8 weight range of every Linear (see Lin).
+constexpr int kWeightQmax = 63;
 
 }  // namespace
 
@@ -140,8 +140,8 @@ DeformModel::DeformModel(const WeightGetter& get, const float* queries, int N, i
         w.n2w = get(p + "norm2.weight", d); w.n2b = get(p + "norm2.bias", d);
         const std::vector<float> f1 = get(p + "ffn1.weight", {kHid, kD}), f1b = get(p + "ffn1.bias", {kHid});
         const std::vector<float> f2 = get(p + "ffn2.weight", {kD, kHid}), f2b = get(p + "ffn2.bias", {kD});
-        ffn1_[l].pack(f1.data(), f1b.data(), kHid, kD, int8, kSignedQmax);
-        ffn2_[l].pack(f2.data(), f2b.data(), kD, kHid, int8, kSignedQmax);
+        ffn1_[l].pack(f1.data(), f1b.data(), kHid, kD, int8, kWeightQmax);
+        ffn2_[l].pack(f2.data(), f2b.data(), kD, kHid, int8, kWeightQmax);
         Layer& lay = net_.layer[l];
         lay.ffn1 = ffn1_[l].lin;
         lay.ffn2 = ffn2_[l].lin;
@@ -158,12 +158,12 @@ DeformModel::DeformModel(const WeightGetter& get, const float* queries, int N, i
         w1.insert(w1.end(), w.begin(), w.end());
         b1.insert(b1.end(), b.begin(), b.end());
         const std::vector<float> w2 = get(p + "fc2.weight", {dims[h], kHid}), b2 = get(p + "fc2.bias", {dims[h]});
-        fc2_[h].pack(w2.data(), b2.data(), dims[h], kHid, int8, kSignedQmax);
+        fc2_[h].pack(w2.data(), b2.data(), dims[h], kHid, int8, kWeightQmax);
         net_.fc2[h] = fc2_[h].lin;
         net_.out_dim[h] = dims[h];
         net_.max_mp = std::max(net_.max_mp, fc2_[h].lin.Mp);
     }
-    fc1_.pack(w1.data(), b1.data(), kHeads * kHid, kD, int8, kSignedQmax);
+    fc1_.pack(w1.data(), b1.data(), kHeads * kHid, kD, int8, kWeightQmax);
     net_.fc1 = fc1_.lin;
 }
 

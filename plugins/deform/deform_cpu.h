@@ -49,7 +49,7 @@ struct PackedLin {
     std::vector<int32_t> wc;
     Lin lin;
     // W [M, K] (torch layout), bias [M] -> panels; int8: per-column symmetric quantisation to
-    // [-qmax, qmax] as well (63 where the Linear's input is signed, see Lin).
+    // [-qmax, qmax] as well (see Lin).
     void pack(const float* W, const float* bias, int M, int K, bool int8, int qmax = 127);
 };
 

@@ -24,9 +24,9 @@ constexpr int kMaxLayers = 4;
 
 // One Linear(K, M) prepacked for the kernels. Columns are padded to Mp (a multiple of kPW) with
 // zero weights and bias. FP32 panels: wf[Mp/16][K][16]. INT8 (per-column symmetric scale ws,
-// w = ws * q, |q| <= 127, or <= 63 for Linears whose input is signed: AVX2's maddubs takes that
-// input as u8 x + 128 and must not saturate): wq[Mp/16][K/4][16][4], so 4 consecutive k of one
-// column are one 32-bit lane (maddubs pairs / VNNI dot-4); wc = 128 * sum_k q, the u8-offset correction.
+// w = ws * q, |q| <= 63 so that AVX2's int16 maddubs sums cannot overflow, see gemm_i8):
+// wq[Mp/16][K/4][16][4], so 4 consecutive k of one column are one 32-bit lane (maddubs pairs /
+// VNNI dot-4); wc = 64 * sum_k q, the correction for signed inputs fed as u8 x + 64.
 struct Lin {
     int K = 0, M = 0, Mp = 0;
     const float* wf = nullptr;

@@ -9,10 +9,9 @@
 // per-thread scratch of ~50 KB while the packed weights stream from L2. Per layer (post-norm):
 //   S = X U + c (scores), A = softmax per head over 4 tokens, O = A Z + bo, H = LN1(X + O),
 //   X = LN2(H + ffn2(relu(ffn1(H)))); then per head relu(X fc1_h) fc2_h -> offsets (+ activations).
-// INT8: every ffn / head Linear quantises its input rows (symmetric, per row, [-127, 127]) and
-// accumulates int32 exactly; the attention stays FP32. Linears with signed inputs (ffn1, fc1) have
-// 7-bit weights, the others 8-bit (deform_cpu.cpp), in every variant, so the variants' integer
-// sums are identical.
+// INT8: every ffn / head Linear quantises its input rows (symmetric, per row: a ReLU's output to
+// [0, 127], a signed input to [-63, 63]) against weights in [-63, 63] with per-column scales, and
+// accumulates int32 exactly (every variant the same integers); the attention stays FP32.
 #pragma once
 
 #include <math.h>
@@ -96,7 +95,7 @@ void gemm_f32(const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, i
 // INT8 activation ranges: a ReLU's output in [0, 127], a signed input in [-63, 63] (see gemm_i8).
 constexpr int kQmaxRelu = 127, kQmaxSigned = 63;
 
-// -- INT8: rows of X -> q [rows, K] int8 in [-127, 127] and their scales (x ~ s q) ---------------------
+// -- INT8: rows of X -> q [rows, K] int8 in [-qmax, qmax] and their scales (x ~ s q) -------------------
 void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax)
 {
     for (int r = 0; r < kRows; ++r) {
@@ -107,7 +106,7 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax)
         for (int k = 0; k < K; k += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
         const float amax = _mm512_reduce_max_ps(m);
         const __m512 inv = _mm512_set1_ps(amax > 0.f ? (float)qmax / amax : 0.f);
-        for (int k = 0; k < K; k += 16)  // round to nearest, |x inv| <= 127
+        for (int k = 0; k < K; k += 16)  // round to nearest, |x inv| <= qmax
             _mm_storeu_si128((__m128i*)(qr + k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv))));
 #elif defined(GT_SIMD_AVX2)
         const __m256 sign = _mm256_set1_ps(-0.f);
