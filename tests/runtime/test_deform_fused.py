@@ -149,6 +149,18 @@ def test_other_queries_use_their_own_model(net):
         assert float(np.abs(out[key] - ref[key]).max()) <= 1e-4, key
 
 
+def test_kernel_header_mirrors_the_contract():
+    """plugins/deform/deform_kernels.h's widths are the contract's."""
+    import re
+    from pathlib import Path
+
+    from gt_runtime.contract import HEAD_HIDDEN, HEAD_NAMES, HEADS, HIDDEN, NUM_TOKENS
+
+    text = (Path(__file__).resolve().parents[2] / "plugins" / "deform" / "deform_kernels.h").read_text()
+    const = {m.group(1): int(m.group(2)) for m in re.finditer(r"constexpr int (k\w+) = (\d+);", text)}
+    assert (const["kD"], const["kHid"], const["kAtt"], const["kHeads"]) == (HIDDEN, HEAD_HIDDEN, HEADS * NUM_TOKENS, len(HEAD_NAMES))
+
+
 def test_engine_names():
     b = Bundle.open(default_bundle())
     assert resolve_engine_name(b, "cpu-fused") == "cpu-fused-int8"
