@@ -270,15 +270,13 @@ void softmax_tile(float* s)
 {
     for (int r = 0; r < kRows; ++r) {
         float* row = s + r * kPW;
-        for (int h = 0; h < 2; ++h) {
-            float* v = row + 4 * h;
-            const float m01 = v[0] > v[1] ? v[0] : v[1], m23 = v[2] > v[3] ? v[2] : v[3];
-            const float m = m01 > m23 ? m01 : m23;
-            float e[4], sum = 0.f;
-            for (int j = 0; j < 4; ++j) { e[j] = exp_neg(v[j] - m); sum += e[j]; }
-            const float inv = 1.f / sum;
-            for (int j = 0; j < 4; ++j) v[j] = e[j] * inv;
-        }
+        const float a = row[0] > row[1] ? row[0] : row[1], b = row[2] > row[3] ? row[2] : row[3];
+        const float c = row[4] > row[5] ? row[4] : row[5], d = row[6] > row[7] ? row[6] : row[7];
+        const float m[2] = {a > b ? a : b, c > d ? c : d};
+        float e[kAtt];
+        for (int j = 0; j < kAtt; ++j) e[j] = exp_neg(row[j] - m[j / 4]);  // one 8-wide vector
+        const float inv0 = 1.f / ((e[0] + e[1]) + (e[2] + e[3])), inv1 = 1.f / ((e[4] + e[5]) + (e[6] + e[7]));
+        for (int j = 0; j < kAtt; ++j) row[j] = e[j] * (j < 4 ? inv0 : inv1);
     }
 }
 
