@@ -160,6 +160,10 @@ DeformModel::DeformModel(const WeightGetter& get, const float* queries, int N, i
         const std::vector<float> w2 = get(p + "fc2.weight", {dims[h], kHid}), b2 = get(p + "fc2.bias", {dims[h]});
         fc2_[h].pack(w2.data(), b2.data(), dims[h], kHid, int8, kWeightQmax);
         net_.fc2[h] = fc2_[h].lin;
+        if (dims[h] <= kSmallHead) {
+            fc2_rows_[h] = w2;
+            net_.fc2_rows[h] = fc2_rows_[h].data();
+        }
         net_.out_dim[h] = dims[h];
         net_.max_mp = std::max(net_.max_mp, fc2_[h].lin.Mp);
     }

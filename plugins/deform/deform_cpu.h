@@ -78,6 +78,7 @@ private:
     avector<float> queries_;         // [npad, 64]
     LayerW lw_[kMaxLayers];          // FP32 weights of the token-only work
     PackedLin ffn1_[kMaxLayers], ffn2_[kMaxLayers], fc1_, fc2_[kHeads];
+    std::vector<float> fc2_rows_[kHeads];  // FP32 fc2 weights of the small heads (Net::fc2_rows)
     Net net_;
 };
 

@@ -21,6 +21,7 @@ constexpr int kPW = 16;         // GEMM panel width: output columns per packed p
 constexpr int kRows = 32;       // Gaussians per tile (the tile's activations stay in L1)
 constexpr int kHeads = 5;       // mu, rot, scale, sh, opacity (contract.HEAD_NAMES)
 constexpr int kMaxLayers = 4;
+constexpr int kSmallHead = 4;   // heads with at most this many outputs run fc2 as dot products
 
 // One Linear(K, M) prepacked for the kernels. Columns are padded to Mp (a multiple of kPW) with
 // zero weights and bias. FP32 panels: wf[Mp/16][K][16]. INT8 (per-column symmetric scale ws,
@@ -48,6 +49,7 @@ struct Net {
     Layer layer[kMaxLayers];
     Lin fc1;                      // the 5 heads' fc1 fused: 64 -> 640 (run in 128-column blocks)
     Lin fc2[kHeads];              // each head's fc2: 128 -> k_h
+    const float* fc2_rows[kHeads] = {nullptr};  // FP32 fc2.weight [k_h, 128] of heads with k_h <= kSmallHead, else null
     int out_dim[kHeads] = {0};    // k_h: 3, 4, 3, 3K, 1
     int max_mp = 0;               // widest fc2 Mp
 };

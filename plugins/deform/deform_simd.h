@@ -8,7 +8,8 @@
 // A tile is kRows Gaussians; for each frame its activations ([rows, 64] / [rows, 128]) live in a
 // per-thread scratch of ~50 KB while the packed weights stream from L2. Per layer (post-norm):
 //   S = X U + c (scores), A = softmax per head over 4 tokens, O = A Z + bo, H = LN1(X + O),
-//   X = LN2(H + ffn2(relu(ffn1(H)))); then per head relu(X fc1_h) fc2_h -> offsets (+ activations).
+//   X = LN2(H + ffn2(relu(ffn1(H)))); then per head relu(X fc1_h) fc2_h -> offsets (+ activations);
+//   the 1-4-output heads' fc2 are FP32 dot products (small_head), the sh head's a GEMM.
 // INT8: every ffn / head Linear quantises its input rows (symmetric, per row: a ReLU's output to
 // [0, 127], a signed input to [-63, 63]) against weights in [-63, 63] with per-column scales, and
 // accumulates int32 exactly (every variant the same integers); the attention stays FP32.
@@ -303,6 +304,23 @@ void add_norm(const float* a, const float* b, const float* w, const float* beta,
     }
 }
 
+// A head with k <= kSmallHead outputs (mu, rot, scale, opacity): FP32 dot products of each row of f
+// [rows, 128] with each weight row w [k, 128] (+ b) -> y [rows, ldy]. A 16-column panel would spend
+// 4-16x the multiplies on zero padding, and INT8 would add a quantisation pass for a few outputs.
+void small_head(const float* f, const float* w, const float* b, int k, float* y, int ldy)
+{
+    for (int r = 0; r < kRows; ++r) {
+        const float* fr = f + (size_t)r * kHid;
+        for (int c = 0; c < k; ++c) {
+            const float* wc = w + (size_t)c * kHid;
+            float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // 8 lanes: one vector register
+            for (int i = 0; i < kHid; i += 8)
+                for (int j = 0; j < 8; ++j) acc[j] += fr[i + j] * wc[i + j];
+            y[(size_t)r * ldy + c] = (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) + b[c];
+        }
+    }
+}
+
 inline float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
 
 void tile(const Job& job, int row0, float* scratch)
@@ -341,8 +359,9 @@ void tile(const Job& job, int row0, float* scratch)
             const int pp = kHid / kPW;  // panels of one head's 128 fc1 columns
             if (net.int8) gemm_i8<true, false>(xq, x_s8, net.fc1, hd * pp, (hd + 1) * pp, f, kHid);
             else gemm_f32<true>(x, kD, net.fc1, hd * pp, (hd + 1) * pp, f, kHid);
-            linear<false, true>(net, f, kHid, fc2, 0, fc2.Mp / kPW, y, fc2.Mp, q8, s8);
             const int k = net.out_dim[hd];
+            if (net.fc2_rows[hd] != nullptr) small_head(f, net.fc2_rows[hd], fc2.b, k, y, fc2.Mp);
+            else linear<false, true>(net, f, kHid, fc2, 0, fc2.Mp / kPW, y, fc2.Mp, q8, s8);
             float* out = job.out[hd] + ((size_t)b * job.N + row0) * k;
             if (!job.activate) {
                 for (int r = 0; r < valid; ++r)
