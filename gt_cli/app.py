@@ -85,7 +85,7 @@ def play_cmd(
     speech: Path = typer.Argument(..., help="Speech file (wav, flac, ...; any rate, mono or stereo)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (*.gtb) written by gt export (default: the bundled synthetic identity, 128 px)."),
     out: str = typer.Option("out.mp4", "-o", "--out", help="*.mp4 (H.264 + AAC), a directory (PNG frames), or '-' (raw RGB24 on stdout)."),
-    engine: str = typer.Option("auto", help="auto | tensorrt | onnxruntime-cuda | array-cupy | onnxruntime[-int8|-fp32|-fp16] | array."),
+    engine: str = typer.Option("auto", help="auto | tensorrt | onnxruntime-cuda | array-cupy | onnxruntime[-int8|-fp32|-fp16] | cpu-fused[-int8|-fp32] | array."),
     raster: str = typer.Option("auto", help="auto | cuda | cpu | reference."),
     fps: bool = typer.Option(False, "--fps", help="Report model FPS (engine + raster) and delivered FPS (everything)."),
     batch: int = typer.Option(1, help="Frames per batch (GPU throughput; adds batch-1 frames of latency)."),
@@ -167,7 +167,7 @@ def preprocess_cmd(
 @app.command("profile", epilog="Examples: gt profile --bundle may.gtb | gt profile --bundle may.gtb --batch 1,8,32 --frames 100 --json prof.json --png prof.png")
 def profile_cmd(
     bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (*.gtb) written by gt export (default: the bundled identity)."),
-    engine: str = typer.Option("auto", help="auto | tensorrt | onnxruntime-cuda | array-cupy | onnxruntime[-int8|-fp32|-fp16] | array."),
+    engine: str = typer.Option("auto", help="auto | tensorrt | onnxruntime-cuda | array-cupy | onnxruntime[-int8|-fp32|-fp16] | cpu-fused[-int8|-fp32] | array."),
     raster: str = typer.Option("auto", help="auto | cuda | cpu | reference."),
     batch: str = typer.Option("1,8", help="Batch sizes, comma separated: 1 = latency, larger = throughput."),
     frames: int = typer.Option(50, help="Timed frames per batch size (after the warm-up)."),
