@@ -67,15 +67,15 @@ def bench(cache: Path, counts, threads: int, batch: int, rounds: int, clock) -> 
         b = Bundle.open(bundle_for(cache, n, 256, 2))
         eager = EagerTorch(b)
         ref = [o.numpy() for o in eager.deform(tok)[:5]]
-        calls = {"torch (eager)": lambda: eager.deform(tok)}
+        calls = {"torch (eager)": lambda m=eager: m.deform(tok)}
         errs = {"torch (eager)": 0.0}
         sets = []
         for name in ENGINES:
             es = select_engine(b, name, gpu=False, threads=threads).activate()
             sets.append(es)
             out = es.deform.infer({"tokens": tok})
-            errs[es.name] = max(float(np.abs(np.asarray(out[k]) - r).max()) for k, r in zip(OFFSETS, ref))
-            calls[es.name] = (lambda r: lambda: r.infer({"tokens": tok}))(es.deform)
+            errs[es.name] = max(float(np.abs(np.asarray(out[k]) - want).max()) for k, want in zip(OFFSETS, ref))
+            calls[es.name] = lambda runner=es.deform: runner.infer({"tokens": tok})
         times = {k: [] for k in calls}
         for fn in calls.values():  # warm-up
             fn()
