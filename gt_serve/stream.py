@@ -127,6 +127,8 @@ class Stream:
         self.track_pos = 0             # track frame of the next idle frame
         self.in_speech = None          # uid of the utterance being shown
         self.idle_once = False         # fast pace: send one idle frame (after an interrupt)
+        self.cut_uid = 0               # utterances below this were dropped by an interrupt
+        self.end_pending = False       # the pump owes the client a speech_end (interrupted) before its next frame
         self.closed = False
         self.wake = asyncio.Event()
         self.loop = asyncio.get_running_loop()
@@ -184,9 +186,11 @@ class Stream:
         if self.utt is not None:
             self.utt.session.close()
             self.utt = None
+        self.cut_uid = self.next_uid
         if self.in_speech is not None:
+            # Sent by the pump, so that it comes after a frame already on its way and before anything else.
             self.in_speech = None
-            await self._send_text(json.dumps({"type": "speech_end", "interrupted": True}))
+            self.end_pending = True
         if self.fmt is not None and self.fmt["pace"] == "fast":
             self.idle_once = True
         self.wake.set()
@@ -262,18 +266,26 @@ class Stream:
                 return None
         return f
 
+    async def _flush_end(self) -> None:
+        if self.end_pending:
+            self.end_pending = False
+            await self._send_text(json.dumps({"type": "speech_end", "interrupted": True}))
+
     async def _send_speech(self, f: SpeechFrame) -> None:
         self.speech.popleft()
+        await self._flush_end()
         if self.in_speech != f.utt:
             if self.in_speech is not None:
                 await self._send_text(json.dumps({"type": "speech_end"}))
             self.in_speech = f.utt
             await self._send_text(json.dumps({"type": "speech_start", "utterance": f.utt}))
+        if f.utt < self.cut_uid:
+            return   # interrupted while speech_start was on its way: the pump sends speech_end next
         await self._send_bytes(pack_frame(self.index, f.jpeg, f.audio, True, f.utt, f.i))
         self.index += 1
         self.stats["speech_frames"] += 1
         self.track_pos = f.i + 1
-        if f.last:
+        if f.last and self.in_speech == f.utt:   # (an interrupt meanwhile owes its own speech_end)
             self.in_speech = None
             await self._send_text(json.dumps({"type": "speech_end"}))
         self._feed()
@@ -283,6 +295,7 @@ class Stream:
         jpeg = self.avatar.idle.cached(ti)
         if jpeg is None:
             jpeg = await self.avatar.idle.request(ti)
+        await self._flush_end()
         await self._send_bytes(pack_frame(self.index, jpeg, SILENT_AUDIO, False))
         self.index += 1
         self.stats["idle_frames"] += 1
@@ -324,6 +337,7 @@ class Stream:
                 self.idle_once = False
                 await self._send_idle()
                 continue
+            await self._flush_end()
             self.wake.clear()
             await self.wake.wait()
 

@@ -137,9 +137,10 @@ def test_silence_renders_the_avatar_at_rest(server):
     assert decode_jpeg(frames[0][1]).std() > 5.0   # a face, not a blank image
 
 
-def test_interrupt(server):
+def test_interrupt(server, avatars):
     """The first idle frame comes within 100 ms of the interrupt, and no speech frame after it."""
     base, _ = server
+    wait_idle_cache(avatars["default"])
     with Client(f"ws://{base}/v1/stream?avatar=default") as c:
         c.recv()
         c.send_json(type="start", sample_rate=SAMPLE_RATE, encoding="s16le", pace="realtime")

@@ -17,7 +17,8 @@ A server (`gt serve`, the bundled default identity unless --bundle) runs as a su
 
 Throughput (`--throughput`): 4 `fast` clients at once, each one utterance, on a server with
 --max-batch 8 (batching across sessions) and --max-batch 1 (every frame alone), and the same
-frames from 4 threads each running `Player.play` on its own session ("four separate streams").
+frames from 4 threads each running `Player.play` on its own session ("four separate streams"),
+in turn, best of 3 rounds.
 """
 from __future__ import annotations
 
@@ -198,41 +199,47 @@ async def fast_client(port: int, pcm: np.ndarray) -> int:
                 n += 1
 
 
-def run_throughput(bundle, n: int, seconds: float) -> dict:
-    """Frames per second of n fast clients: batched server, unbatched server, n separate Player streams."""
+def run_throughput(bundle, n: int, seconds: float, rounds: int = 3) -> dict:
+    """Frames per second of n fast clients: batched server, unbatched server, n separate Player streams.
+
+    The three are measured in turn, `rounds` times, and the best of each is kept: on a shared
+    machine, other work only ever slows a run down.
+    """
     import threading
 
     from gt_runtime.assets import default_bundle
     from gt_runtime.playback.player import Player
 
     pcm = speech(seconds)
-    out = {"clients": n, "seconds": seconds}
-    for mb in (8, 1):
-        srv = Server(bundle, mb)
-        try:
-            async def main():
-                return await asyncio.gather(*(fast_client(srv.port, pcm) for _ in range(n)))
-            t0 = time.perf_counter()
-            got = asyncio.run(main())
-            out[f"server_b{mb}_fps"] = sum(got) / (time.perf_counter() - t0)
-            out[f"server_b{mb}_mean_batch"] = next(iter(srv.health()["render"].values()))["mean_batch"]
-        finally:
-            srv.close()
+    servers = {mb: Server(bundle, mb) for mb in (8, 1)}
     player = Player(bundle or default_bundle())
     list(player.play(pcm[:SAMPLE_RATE]))   # warm-up
-    counts = [0] * n
+    best = {"server_b8_fps": 0.0, "server_b1_fps": 0.0, "separate_fps": 0.0}
+    try:
+        for _ in range(rounds):
+            for mb, srv in servers.items():
+                async def main():
+                    return await asyncio.gather(*(fast_client(srv.port, pcm) for _ in range(n)))
+                t0 = time.perf_counter()
+                got = asyncio.run(main())
+                best[f"server_b{mb}_fps"] = max(best[f"server_b{mb}_fps"], sum(got) / (time.perf_counter() - t0))
+            counts = [0] * n
 
-    def one(k):
-        counts[k] = sum(1 for _ in player.play(pcm))
-    th = [threading.Thread(target=one, args=(k,)) for k in range(n)]
-    t0 = time.perf_counter()
-    for t in th:
-        t.start()
-    for t in th:
-        t.join()
-    out["separate_fps"] = sum(counts) / (time.perf_counter() - t0)
-    player.close()
-    return out
+            def one(k):
+                counts[k] = sum(1 for _ in player.play(pcm))
+            th = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+            t0 = time.perf_counter()
+            for t in th:
+                t.start()
+            for t in th:
+                t.join()
+            best["separate_fps"] = max(best["separate_fps"], sum(counts) / (time.perf_counter() - t0))
+        mean_batch = next(iter(servers[8].health()["render"].values()))["mean_batch"]
+    finally:
+        for srv in servers.values():
+            srv.close()
+        player.close()
+    return {"clients": n, "seconds": seconds, "rounds": rounds, "server_b8_mean_batch": mean_batch, **best}
 
 
 def machine() -> str:
@@ -267,7 +274,8 @@ def main(argv=None) -> None:
         lines.append(row)
     if a.throughput:
         r = run_throughput(a.bundle, a.throughput, a.throughput_seconds)
-        more = ["", f"Throughput, {r['clients']} `fast` clients x {r['seconds']:.0f} s of speech (frames per second, all sessions):", "",
+        more = ["", f"Throughput, {r['clients']} `fast` clients x {r['seconds']:.0f} s of speech (frames per second, all sessions; "
+                f"best of {r['rounds']} interleaved rounds):", "",
                 "| batched server (--max-batch 8) | unbatched server (--max-batch 1) | separate streams (threads x Player.play) | batched / separate |",
                 "|---|---|---|---|",
                 f"| {r['server_b8_fps']:.1f} (mean batch {r['server_b8_mean_batch']:.2f}) | {r['server_b1_fps']:.1f} | "
