@@ -57,6 +57,24 @@ void gemm_f32(const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, i
             }
         }
 #elif defined(GT_SIMD_AVX2)
+        if (L.M <= 8) {  // the attention scores: 8 columns, so one ymm per row (the panel's other half is padding)
+            for (int r = 0; r < kRows; r += 8) {
+                __m256 acc[8];
+                const __m256 b0 = _mm256_loadu_ps(bias);
+                for (int i = 0; i < 8; ++i) acc[i] = b0;
+                const float* x = X + (size_t)r * ldx;
+                for (int k = 0; k < K; ++k) {
+                    const __m256 w0 = _mm256_loadu_ps(W + k * kPW);
+                    for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + i * ldx + k), w0, acc[i]);
+                }
+                for (int i = 0; i < 8; ++i) {
+                    if (RELU) acc[i] = _mm256_max_ps(acc[i], _mm256_setzero_ps());
+                    _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy, acc[i]);
+                    _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy + 8, _mm256_setzero_ps());
+                }
+            }
+            continue;
+        }
         for (int r = 0; r < kRows; r += 4) {
             __m256 a0[4], a1[4];
             const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
@@ -182,16 +200,17 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
         // at most 4 * 127 * 63 < 2^15, so one madd widens 8 products instead of 4.
         const __m256i c0 = NONNEG ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(L.wc + p * kPW));
         const __m256i c1 = NONNEG ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(L.wc + p * kPW + 8));
-        for (int r = 0; r < kRows; r += 4) {
-            __m256i a0[4], a1[4];
-            for (int i = 0; i < 4; ++i) { a0[i] = _mm256_setzero_si256(); a1[i] = _mm256_setzero_si256(); }
+        constexpr int kR = 4;  // rows per step (some accumulators spill to L1; 2 rows without spills measured slower)
+        for (int r = 0; r < kRows; r += kR) {
+            __m256i a0[kR], a1[kR];
+            for (int i = 0; i < kR; ++i) { a0[i] = _mm256_setzero_si256(); a1[i] = _mm256_setzero_si256(); }
             const int8_t* q = Q + (size_t)r * K;
             for (int g = 0; g < G; g += 2) {
                 const __m256i w0 = _mm256_loadu_si256((const __m256i*)(W + g * 64));
                 const __m256i w1 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 32));
                 const __m256i w2 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 64));
                 const __m256i w3 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 96));
-                for (int i = 0; i < 4; ++i) {
+                for (int i = 0; i < kR; ++i) {
                     int32_t xa, xb;
                     memcpy(&xa, q + (size_t)i * K + 4 * g, 4);
                     memcpy(&xb, q + (size_t)i * K + 4 * g + 4, 4);
@@ -203,7 +222,7 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
                     a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(t1, ones));
                 }
             }
-            for (int i = 0; i < 4; ++i) {
+            for (int i = 0; i < kR; ++i) {
                 const __m256 s = _mm256_set1_ps(sx[r + i]);
                 __m256 y0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(a0[i], c0)), _mm256_mul_ps(ws0, s), b0);
                 __m256 y1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(a1[i], c1)), _mm256_mul_ps(ws1, s), b1);
@@ -313,9 +332,16 @@ void small_head(const float* f, const float* w, const float* b, int k, float* y,
         const float* fr = f + (size_t)r * kHid;
         for (int c = 0; c < k; ++c) {
             const float* wc = w + (size_t)c * kHid;
-            float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // 8 lanes: one vector register
+            float acc[8];  // 8 lanes: one vector register
+#if defined(GT_SIMD_AVX512) || defined(GT_SIMD_AVX2)
+            __m256 v = _mm256_setzero_ps();
+            for (int i = 0; i < kHid; i += 8) v = _mm256_fmadd_ps(_mm256_loadu_ps(fr + i), _mm256_loadu_ps(wc + i), v);
+            _mm256_storeu_ps(acc, v);
+#else
+            for (int j = 0; j < 8; ++j) acc[j] = 0.f;
             for (int i = 0; i < kHid; i += 8)
                 for (int j = 0; j < 8; ++j) acc[j] += fr[i + j] * wc[i + j];
+#endif
             y[(size_t)r * ldy + c] = (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) + b[c];
         }
     }
