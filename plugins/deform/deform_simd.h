@@ -111,11 +111,13 @@ void gemm_f32(const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, i
     }
 }
 
-// INT8 activation ranges: a ReLU's output in [0, 127], a signed input in [-63, 63] (see gemm_i8).
-constexpr int kQmaxRelu = 127, kQmaxSigned = 63;
+// INT8 activation ranges: a ReLU's output in [0, 127]; a signed input in [-63, 63], stored as
+// q + 64 in [1, 127] (so every kernel reads u8 values; gemm_i8 takes 64 * colsum(w) off).
+constexpr int kQmaxRelu = 127, kQmaxSigned = 63, kSignedOffset = 64;
 
-// -- INT8: rows of X -> q [rows, K] int8 in [-qmax, qmax] and their scales (x ~ s q) -------------------
-void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax)
+// -- INT8: rows of X -> q [rows, K] = round(x / s) + offset and their scales s (x ~ s (q - offset)) ------
+// qmax: kQmaxRelu with offset 0 for a ReLU's output, kQmaxSigned with kSignedOffset for a signed input.
+void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, int offset)
 {
     for (int r = 0; r < kRows; ++r) {
         const float* x = X + (size_t)r * ldx;
@@ -125,8 +127,11 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax)
         for (int k = 0; k < K; k += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
         const float amax = _mm512_reduce_max_ps(m);
         const __m512 inv = _mm512_set1_ps(amax > 0.f ? (float)qmax / amax : 0.f);
-        for (int k = 0; k < K; k += 16)  // round to nearest, |x inv| <= qmax
-            _mm_storeu_si128((__m128i*)(qr + k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv))));
+        const __m512i offv = _mm512_set1_epi32(offset);
+        for (int k = 0; k < K; k += 16) {  // round to nearest, |x inv| <= qmax
+            const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv)), offv);
+            _mm_storeu_si128((__m128i*)(qr + k), _mm512_cvtsepi32_epi8(v));
+        }
 #elif defined(GT_SIMD_AVX2)
         const __m256 sign = _mm256_set1_ps(-0.f);
         __m256 m = _mm256_setzero_ps();
@@ -136,9 +141,10 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax)
         m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
         const float amax = _mm_cvtss_f32(m4);
         const __m256 inv = _mm256_set1_ps(amax > 0.f ? (float)qmax / amax : 0.f);
+        const __m256i offv = _mm256_set1_epi32(offset);
         for (int k = 0; k < K; k += 16) {  // 16 floats -> 16 int8, round to nearest
-            const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv));
-            const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), inv));
+            const __m256i a = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv)), offv);
+            const __m256i b = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), inv)), offv);
             const __m256i ab = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  // 16 x int16 in order
             const __m128i v = _mm_packs_epi16(_mm256_castsi256_si128(ab), _mm256_extracti128_si256(ab, 1));
             _mm_storeu_si128((__m128i*)(qr + k), v);
@@ -150,7 +156,7 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax)
             amax = a > amax ? a : amax;
         }
         const float inv = amax > 0.f ? (float)qmax / amax : 0.f;
-        for (int k = 0; k < K; ++k) qr[k] = (int8_t)lrintf(x[k] * inv);  // |x inv| <= qmax
+        for (int k = 0; k < K; ++k) qr[k] = (int8_t)(lrintf(x[k] * inv) + offset);  // |x inv| <= qmax
 #endif
         s[r] = amax / (float)qmax;
     }
@@ -169,7 +175,6 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
 #if defined(GT_SIMD_AVX512)
         const __m512 wsv = _mm512_loadu_ps(ws), bv = _mm512_loadu_ps(bias);
         const __m512i corr = NONNEG ? _mm512_setzero_si512() : _mm512_loadu_si512((const void*)(L.wc + p * kPW));
-        const __m512i off = _mm512_set1_epi8(64);
         for (int r = 0; r < kRows; r += 8) {
             __m512i acc[8];
             for (int i = 0; i < 8; ++i) acc[i] = _mm512_setzero_si512();
@@ -179,9 +184,7 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
                 for (int i = 0; i < 8; ++i) {
                     int32_t x4;
                     memcpy(&x4, q + (size_t)i * K + 4 * g, 4);
-                    __m512i xv = _mm512_set1_epi32(x4);
-                    if (!NONNEG) xv = _mm512_add_epi8(xv, off);  // [-63, 63] -> u8 x + 64
-                    acc[i] = _mm512_dpbusd_epi32(acc[i], xv, w);
+                    acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(x4), w);
                 }
             }
             for (int i = 0; i < 8; ++i) {
@@ -194,7 +197,7 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
 #elif defined(GT_SIMD_AVX2)
         const __m256 ws0 = _mm256_loadu_ps(ws), ws1 = _mm256_loadu_ps(ws + 8);
         const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
-        const __m256i ones = _mm256_set1_epi16(1), off = _mm256_set1_epi8(64);
+        const __m256i ones = _mm256_set1_epi16(1);
         // maddubs: u8 x (ReLU inputs in [0, 127]; signed ones in [-63, 63] as x + 64, with 64 * colsum(w)
         // taken off at the end, L.wc) times s8 w in [-63, 63]. Two k-groups' int16 pair sums add up to
         // at most 4 * 127 * 63 < 2^15, so one madd widens 8 products instead of 4.
@@ -214,8 +217,7 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
                     int32_t xa, xb;
                     memcpy(&xa, q + (size_t)i * K + 4 * g, 4);
                     memcpy(&xb, q + (size_t)i * K + 4 * g + 4, 4);
-                    __m256i va = _mm256_set1_epi32(xa), vb = _mm256_set1_epi32(xb);
-                    if (!NONNEG) { va = _mm256_add_epi8(va, off); vb = _mm256_add_epi8(vb, off); }
+                    const __m256i va = _mm256_set1_epi32(xa), vb = _mm256_set1_epi32(xb);
                     const __m256i t0 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w0), _mm256_maddubs_epi16(vb, w2));
                     const __m256i t1 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w1), _mm256_maddubs_epi16(vb, w3));
                     a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(t0, ones));
@@ -232,7 +234,6 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
             }
         }
 #else
-        (void)NONNEG;
         for (int r = 0; r < kRows; ++r) {
             int32_t acc[kPW] = {0};
             const int8_t* q = Q + (size_t)r * K;
@@ -244,6 +245,7 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
                     acc[c] += x0 * w[c * 4] + x1 * w[c * 4 + 1] + x2 * w[c * 4 + 2] + x3 * w[c * 4 + 3];
             }
             for (int c = 0; c < kPW; ++c) {
+                if (!NONNEG) acc[c] -= L.wc[p * kPW + c];
                 const float y = (float)acc[c] * (ws[c] * sx[r]) + bias[c];
                 Yp[(size_t)r * ldy + c] = RELU ? (y > 0.f ? y : 0.f) : y;
             }
@@ -261,7 +263,7 @@ void linear(const Net& net, const float* X, int ldx, const Lin& L, int p0, int p
         gemm_f32<RELU>(X, ldx, L, p0, p1, Y, ldy);
         return;
     }
-    if (!quantised) quant_rows(X, ldx, L.K, q8, s8, NONNEG ? kQmaxRelu : kQmaxSigned);
+    if (!quantised) quant_rows(X, ldx, L.K, q8, s8, NONNEG ? kQmaxRelu : kQmaxSigned, NONNEG ? 0 : kSignedOffset);
     gemm_i8<RELU, NONNEG>(q8, s8, L, p0, p1, Y, ldy);
 }
 
@@ -379,7 +381,7 @@ void tile(const Job& job, int row0, float* scratch)
         }
         float x_s8[kRows];
         int8_t* xq = q8 + kRows * kHid;  // [rows, 64]: the heads' shared input, quantised once
-        if (net.int8) quant_rows(x, kD, kD, xq, x_s8, kQmaxSigned);
+        if (net.int8) quant_rows(x, kD, kD, xq, x_s8, kQmaxSigned, kSignedOffset);
         for (int hd = 0; hd < kHeads; ++hd) {
             const Lin& fc2 = net.fc2[hd];
             const int pp = kHid / kPW;  // panels of one head's 128 fc1 columns
