@@ -1,4 +1,4 @@
-"""gt_export: a trained run -> a frozen bundle (DESIGN.md section 6).
+"""gt_export: a trained run -> a frozen bundle (README: "Bundle format").
 
     from gt_export import ExportConfig, export
     path = export(ExportConfig(run="runs/may", out="may.gtb", fp16=True))

@@ -1,4 +1,4 @@
-"""`export(cfg) -> Path`: a trained run -> a validated bundle directory (DESIGN.md section 6).
+"""`export(cfg) -> Path`: a trained run -> a validated bundle directory (README: "Bundle format").
 
 Steps (a rich progress display on stderr unless quiet):
 

@@ -5,7 +5,7 @@ FP16 (`to_fp16`): onnxconverter-common's `convert_float_to_float16` with FP32 gr
 adds that feed each LayerNorm stay FP32; the GEMMs, bias adds and ReLUs run in FP16, and
 the five offsets are cast to FP32 right after their head's last bias add, so the graph
 outputs (and the runtime's "canonical + offset" adds) are FP32. TensorRT's strongly typed
-networks take this precision from the ONNX as is (DESIGN.md section 6).
+networks take this precision from the ONNX as is (README: "Bundle format").
 
 Why the output-producing Adds are not in the block list: with keep_io_types, onnxconverter-common
 1.16 then labels the graph outputs float16 although the Cast it inserts yields float32 (an

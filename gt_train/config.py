@@ -1,4 +1,4 @@
-"""Training configs (DESIGN.md section 4): one dataclass for the model, one for training, named presets.
+"""Training configs (docs/MODEL.md): one dataclass for the model, one for training, named presets.
 
 Every size and rate is a field whose default is the paper's value (the `paper` preset).
 `TrainConfig.from_preset(name, data=..., out=...)` builds the `paper`, `cpu-small` or

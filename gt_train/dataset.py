@@ -1,4 +1,4 @@
-"""Torch-side view of an IdentityDataset for training (DESIGN.md section 3).
+"""Torch-side view of an IdentityDataset for training (README: "Identity dataset format").
 
 Every frame is held in memory as uint8: the image [H, W, 3] and its background
 (the plate with the frame's torso alpha-composited over it: the rendered head goes

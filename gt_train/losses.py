@@ -1,4 +1,4 @@
-"""Image losses (DESIGN.md section 4): L1, D-SSIM (pytorch_msssim: gaussian window 11, sigma 1.5), lip-box L1, optional LPIPS."""
+"""Image losses (docs/MODEL.md): L1, D-SSIM (pytorch_msssim: gaussian window 11, sigma 1.5), lip-box L1, optional LPIPS."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Two-stage GaussianTalker training (DESIGN.md section 4): `train(cfg) -> RUN directory`.
+"""Two-stage GaussianTalker training (docs/MODEL.md): `train(cfg) -> RUN directory`.
 
 Stage 1 (canonical, cfg.iterations_canonical): triplane + F_can give every Gaussian its
 attributes; loss 0.8 L1 + 0.2 D-SSIM on the whole image over the per-frame background;

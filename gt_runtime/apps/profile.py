@@ -1,4 +1,4 @@
-"""`gt profile`: per-stage latency of a bundle on this machine (DESIGN.md section 9).
+"""`gt profile`: per-stage latency of a bundle on this machine (stages: gt_runtime.contract.STAGES).
 
     from gt_runtime.apps.profile import ProfileConfig, profile
     report = profile(ProfileConfig(bundle="may.gtb", batch=(1, 8), frames=50, json="p.json", png="p.png"))

@@ -1,4 +1,4 @@
-"""Audio front ends shared by training and runtime (DESIGN.md section 5).
+"""Audio front ends shared by training and runtime (README: "Audio front end").
 
 `mel` (numpy, D = 80) is the default; `hubert` / `wav2vec2` run a speech model exported to
 ONNX on fixed blocks with context (gt_runtime.audio.blocks). All give features [T, 2, D]

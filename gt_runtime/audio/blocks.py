@@ -1,7 +1,7 @@
 """Fixed blocks with left/right context: the chunk-invariant way to run a speech model (HuBERT, wav2vec 2.0).
 
 Full self-attention over a whole file is not chunk-invariant: every output row depends
-on every sample. So the `hubert` / `wav2vec2` front ends (DESIGN.md section 5) are
+on every sample. So the `hubert` / `wav2vec2` front ends (README: "Audio front end") are
 *defined* block by block, and the whole-file path and the streaming path run the same
 blocks on the same samples, so their outputs are equal by construction.
 

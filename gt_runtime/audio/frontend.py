@@ -1,4 +1,4 @@
-"""Audio front ends behind one interface (DESIGN.md section 5): `mel`, `hubert`, `wav2vec2`.
+"""Audio front ends behind one interface (README: "Audio front end"): `mel`, `hubert`, `wav2vec2`.
 
     fe = frontend_from_meta(meta, onnx_path)     # or for_bundle(bundle) / for_dataset(dir)
     feats = fe.features(pcm, num_frames=T)       # [T, 2, D] float32, whole file

@@ -1,4 +1,4 @@
-"""The `mel` audio front end (DESIGN.md section 5), shared by training and runtime.
+"""The `mel` audio front end (README: "Audio front end"), shared by training and runtime.
 
 16 kHz mono -> 25 ms Hann window, 10 ms hop, 512-point FFT, 80 Slaney mel bins
 (0-8 kHz), log10, fixed normalisation -> 2 rows per video frame at 25 fps.

@@ -1,4 +1,4 @@
-"""The gt bundle (DESIGN.md section 6): the only input of the runtime.
+"""The gt bundle (README: "Bundle format"): the only input of the runtime.
 
 A bundle is a directory ``NAME.gtb/``::
 

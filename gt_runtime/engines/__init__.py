@@ -1,4 +1,4 @@
-"""Engines: runners of the deform and audio-encoder graphs behind one interface (DESIGN.md section 7).
+"""Engines: runners of the deform and audio-encoder graphs behind one interface (docs/ARCHITECTURE.md: "Engines").
 
 `select_engine(bundle, "auto")` picks the best available; `compare_runners` checks
 runners against each other. Heavy modules (onnxruntime, tensorrt, cupy) are imported

@@ -1,4 +1,4 @@
-"""`Player`: a bundle ready to play (DESIGN.md section 11).
+"""`Player`: a bundle ready to play (docs/ARCHITECTURE.md: "Playback and sessions").
 
     p = Player(Bundle.open("may.gtb"), engine="auto", raster="auto")
     for frame in p.play("speech.wav"): ...      # [H, W, 3] uint8 at 25 fps

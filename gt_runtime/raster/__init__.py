@@ -1,4 +1,4 @@
-"""Gaussian rasterizers behind one function (DESIGN.md sections 7 and 11).
+"""Gaussian rasterizers behind one function (docs/ARCHITECTURE.md: "Rasterizers").
 
     from gt_runtime import raster
     img = raster.rasterize(means, quats, scales, opacities, colors, viewmat, K, width, height,

@@ -1,1 +1,1 @@
-"""Identity datasets: the on-disk format (DESIGN.md section 3), its validator, and the synthetic identity."""
+"""Identity datasets: the on-disk format (README: "Identity dataset format"), its validator, and the synthetic identity."""

@@ -1,4 +1,4 @@
-"""The identity dataset format (DESIGN.md section 3) and its validator.
+"""The identity dataset format (README: "Identity dataset format") and its validator.
 
 One directory per identity, T frames at 25 fps:
 

@@ -1,4 +1,4 @@
-"""F_can: triplane feature [N, 64] -> canonical raw attributes of each Gaussian (DESIGN.md section 4).
+"""F_can: triplane feature [N, 64] -> canonical raw attributes of each Gaussian (docs/MODEL.md).
 
 A shared MLP (64 -> 128 -> 128, ReLU) and four heads: rotation (4, wxyz), log-scale (3),
 SH coefficients (3K) and opacity logit (1). The heads' weights start small (xavier

@@ -1,4 +1,4 @@
-"""`gt preprocess`: a video of one person talking -> an identity dataset (DESIGN.md section 3).
+"""`gt preprocess`: a video of one person talking -> an identity dataset (README: "Identity dataset format").
 
     from gt_train.preprocess import PreprocessConfig, preprocess
     preprocess(PreprocessConfig(video="talk.mp4", out_dir="data/may", size=512))

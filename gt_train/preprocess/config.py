@@ -9,7 +9,7 @@ from gt_runtime.errors import InputError
 
 @dataclass
 class PreprocessConfig:
-    """Video of one person talking -> identity dataset (DESIGN.md section 3)."""
+    """Video of one person talking -> identity dataset (README: "Identity dataset format")."""
 
     video: Path
     out_dir: Path
@@ -23,7 +23,7 @@ class PreprocessConfig:
     n_points: int = 20000  # points in points_init.ply
     preview: bool = True  # write preview.mp4 (landmarks and head axes over the frames)
     progress: bool = True  # rich progress bars on stderr
-    # Audio front end (DESIGN.md section 5): None -> `mel` (D = 80). A local transformers HubertModel /
+    # Audio front end (README: "Audio front end"): None -> `mel` (D = 80). A local transformers HubertModel /
     # Wav2Vec2Model checkpoint directory -> `hubert` / `wav2vec2` features (D = its hidden size) on fixed
     # blocks (gt_runtime.audio.blocks); see gt_train.preprocess.audio_model.
     audio_model: Path | None = None

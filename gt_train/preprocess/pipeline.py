@@ -1,4 +1,4 @@
-"""`preprocess(cfg)`: a talking-head video -> an identity dataset (DESIGN.md section 3).
+"""`preprocess(cfg)`: a talking-head video -> an identity dataset (README: "Identity dataset format").
 
 Passes over the video (each with a progress bar):
 

@@ -1,7 +1,7 @@
 """The synthetic identity: a textured 3-D head driven by real speech, with exact ground truth.
 
 `make_synthetic_identity(SyntheticConfig(out_dir))` writes an identity dataset
-(DESIGN.md section 3, validated by `gt_train.data.format.load_identity`) of a person
+(README: "Identity dataset format", validated by `gt_train.data.format.load_identity`) of a person
 whose jaw follows the loudness of a speech clip, whose eyelids blink at random times
 and whose head moves slightly in front of a fixed camera. Tests and demos train on
 it and check that the model opens the mouth when the speech says so.

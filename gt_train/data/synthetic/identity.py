@@ -150,7 +150,7 @@ def _check(cfg: SyntheticConfig) -> Path:
 
 
 def make_synthetic_identity(cfg: SyntheticConfig) -> Path:
-    """Render the synthetic identity described by cfg into cfg.out_dir (DESIGN.md section 3) -> the directory.
+    """Render the synthetic identity described by cfg into cfg.out_dir (README: "Identity dataset format") -> the directory.
 
     The directory appears only when everything is written (files go to a hidden
     sibling first). Same config -> byte-identical files.
