@@ -328,26 +328,48 @@ void add_norm(const float* a, const float* b, const float* w, const float* beta,
 // A head with k <= kSmallHead outputs (mu, rot, scale, opacity): FP32 dot products of each row of f
 // [rows, 128] with each weight row w [k, 128] (+ b) -> y [rows, ldy]. A 16-column panel would spend
 // 4-16x the multiplies on zero padding, and INT8 would add a quantisation pass for a few outputs.
+#if defined(GT_SIMD_AVX512) || defined(GT_SIMD_AVX2)
+// KOUT (<= 4) outputs per row: one FMA accumulator each, then one hadd tree for all of them.
+template <int KOUT>
+void small_head_k(const float* f, const float* w, const float* b, float* y, int ldy)
+{
+    const __m128 bias = _mm_loadu_ps(b);  // b has Mp >= 16 entries (zero padded)
+    for (int r = 0; r < kRows; ++r) {
+        const float* fr = f + (size_t)r * kHid;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int i = 0; i < kHid; i += 8) {
+            const __m256 fv = _mm256_loadu_ps(fr + i);
+            for (int c = 0; c < KOUT; ++c) acc[c] = _mm256_fmadd_ps(fv, _mm256_loadu_ps(w + c * kHid + i), acc[c]);
+        }
+        const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+        _mm_storeu_ps(y + (size_t)r * ldy, _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), bias));
+    }
+}
+
+void small_head(const float* f, const float* w, const float* b, int k, float* y, int ldy)
+{
+    switch (k) {  // y gets 4 columns; those past k are never read
+    case 1: small_head_k<1>(f, w, b, y, ldy); break;
+    case 2: small_head_k<2>(f, w, b, y, ldy); break;
+    case 3: small_head_k<3>(f, w, b, y, ldy); break;
+    default: small_head_k<4>(f, w, b, y, ldy); break;
+    }
+}
+#else
 void small_head(const float* f, const float* w, const float* b, int k, float* y, int ldy)
 {
     for (int r = 0; r < kRows; ++r) {
         const float* fr = f + (size_t)r * kHid;
         for (int c = 0; c < k; ++c) {
             const float* wc = w + (size_t)c * kHid;
-            float acc[8];  // 8 lanes: one vector register
-#if defined(GT_SIMD_AVX512) || defined(GT_SIMD_AVX2)
-            __m256 v = _mm256_setzero_ps();
-            for (int i = 0; i < kHid; i += 8) v = _mm256_fmadd_ps(_mm256_loadu_ps(fr + i), _mm256_loadu_ps(wc + i), v);
-            _mm256_storeu_ps(acc, v);
-#else
-            for (int j = 0; j < 8; ++j) acc[j] = 0.f;
+            float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // 8 lanes: one vector register
             for (int i = 0; i < kHid; i += 8)
                 for (int j = 0; j < 8; ++j) acc[j] += fr[i + j] * wc[i + j];
-#endif
             y[(size_t)r * ldy + c] = (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) + b[c];
         }
     }
 }
+#endif
 
 inline float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
 
