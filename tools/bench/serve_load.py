@@ -15,6 +15,9 @@ A server (`gt serve`, the bundled default identity unless --bundle) runs as a su
 - A/V drift: speech frames whose 40 ms of audio is not the input's own (frame i: samples 640 i ..);
 - memory per session: (server RSS with N sessions - RSS at rest) / N.
 
+`--long-minutes 10`: one `fast` session of 10 minutes of speech, every frame's audio checked
+against the input (A/V drift), the frame count and the index sequence.
+
 Throughput (`--throughput`): 4 `fast` clients at once, each one utterance, on a server with
 --max-batch 8 (batching across sessions) and --max-batch 1 (every frame alone), and the same
 frames from 4 threads each running `Player.play` on its own session ("four separate streams"),
@@ -242,6 +245,53 @@ def run_throughput(bundle, n: int, seconds: float, rounds: int = 3) -> dict:
     return {"clients": n, "seconds": seconds, "rounds": rounds, "server_b8_mean_batch": mean_batch, **best}
 
 
+async def long_client(port: int, pcm: np.ndarray) -> dict:
+    """One fast-pace utterance of pcm, sent at most 20 s ahead of the frames received -> frame and drift counts."""
+    import websockets
+
+    fb = SAMPLES_PER_FRAME * 2
+    expected = -(-pcm.size // SAMPLES_PER_FRAME)
+    want = s16(np.pad(pcm, (0, expected * SAMPLES_PER_FRAME - pcm.size)))
+    got = {"frames": 0, "drift": 0, "gaps": 0, "last_index": -1}
+    async with websockets.connect(f"ws://127.0.0.1:{port}/v1/stream?avatar=default", max_size=None) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "encoding": "s16le", "pace": "fast"}))
+
+        async def sender():
+            for k in range(0, pcm.size, SAMPLE_RATE):
+                while k - got["frames"] * SAMPLES_PER_FRAME > 20 * SAMPLE_RATE:
+                    await asyncio.sleep(0.05)
+                await ws.send(s16(pcm[k:k + SAMPLE_RATE]))
+            await ws.send(json.dumps({"type": "finish"}))
+        task = asyncio.create_task(sender())
+        while True:
+            m = await ws.recv()
+            if isinstance(m, str):
+                if json.loads(m)["type"] == "speech_end":
+                    break
+                continue
+            n = int.from_bytes(m[:4], "little")
+            h = json.loads(m[4:4 + n])
+            got["gaps"] += h["index"] != got["last_index"] + 1
+            got["last_index"] = h["index"]
+            i = h["frame"]
+            got["drift"] += m[-fb:] != want[i * fb:(i + 1) * fb] or i != got["frames"]
+            got["frames"] += 1
+        await task
+    return {**got, "expected": expected}
+
+
+def run_long(bundle, minutes: float) -> dict:
+    srv = Server(bundle, 8)
+    try:
+        t0 = time.perf_counter()
+        r = asyncio.run(long_client(srv.port, speech(minutes * 60)))
+        r["wall_s"] = time.perf_counter() - t0
+    finally:
+        srv.close()
+    return r
+
+
 def machine() -> str:
     from gt_runtime.playback.pipeline import cpu_name
 
@@ -256,6 +306,8 @@ def main(argv=None) -> None:
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--throughput", type=int, default=4, help="fast clients of the throughput test (0: skip)")
     ap.add_argument("--throughput-seconds", type=float, default=8.0)
+    ap.add_argument("--long-minutes", type=float, default=0.0,
+                    help="also one fast session this long (at most 10): A/V drift and frame count over it")
     ap.add_argument("--out", type=Path, default=None, help="append the markdown tables here")
     a = ap.parse_args(argv)
     if max(a.clients) > MAX_CLIENTS or a.seconds > MAX_SECONDS or a.throughput > MAX_CLIENTS:
@@ -266,7 +318,7 @@ def main(argv=None) -> None:
              "| clients | FPS min / mean | latency p50 / p99 (ms) | frame interval p99 (ms) | frames lost | A/V drift (frames) "
              "| memory per session (MB) | mean batch |", "|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    for n in a.clients:
+    for n in (c for c in a.clients if c > 0):   # --clients 0: none
         r = run_realtime(a.bundle, n, a.seconds, a.max_batch)
         row = (f"| {n} | {r['fps_min']:.1f} / {r['fps_mean']:.1f} | {r['lat_p50']:.0f} / {r['lat_p99']:.0f} | "
                f"{r['interval_p99']:.0f} | {r['lost']} | {r['drift']:.0f} | {r['mem_per_session_mb']:.1f} | {r['mean_batch']:.2f} |")
@@ -280,6 +332,12 @@ def main(argv=None) -> None:
                 "|---|---|---|---|",
                 f"| {r['server_b8_fps']:.1f} (mean batch {r['server_b8_mean_batch']:.2f}) | {r['server_b1_fps']:.1f} | "
                 f"{r['separate_fps']:.1f} | {r['server_b8_fps'] / r['separate_fps']:.2f}x |"]
+        print("\n".join(more), flush=True)
+        lines += more
+    if a.long_minutes:
+        r = run_long(a.bundle, min(a.long_minutes, 10.0))
+        more = ["", f"One `fast` session of {a.long_minutes:g} min of speech: {r['frames']} speech frames of {r['expected']} expected, "
+                f"{r['drift']} whose audio is not their own 40 ms (A/V drift), {r['gaps']} gaps in index, in {r['wall_s']:.0f} s."]
         print("\n".join(more), flush=True)
         lines += more
     if a.out:
