@@ -288,6 +288,41 @@ inline float exp_neg(float x)
 }
 
 // s [rows, 16] scores (columns 0..7: head h, token j at 4h + j) -> attention weights in place.
+#if defined(GT_SIMD_AVX512) || defined(GT_SIMD_AVX2)
+// exp_neg on 8 lanes, the same steps.
+inline __m256 exp_neg8(__m256 x)
+{
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
+    const __m256i n = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(0.5f)));
+    const __m256 nf = _mm256_cvtepi32_ps(n);
+    const __m256 r = _mm256_add_ps(_mm256_sub_ps(x, _mm256_mul_ps(nf, _mm256_set1_ps(0.693359375f))),
+                                   _mm256_mul_ps(nf, _mm256_set1_ps(2.12194440e-4f)));
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.f));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+void softmax_tile(float* s)
+{
+    // a head's 4 scores are one 128-bit lane: in-lane permutes give each lane its head's max and sum
+    for (int r = 0; r < kRows; ++r) {
+        float* row = s + r * kPW;
+        const __m256 v = _mm256_loadu_ps(row);
+        __m256 m = _mm256_max_ps(v, _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
+        m = _mm256_max_ps(m, _mm256_permute_ps(m, _MM_SHUFFLE(1, 0, 3, 2)));
+        const __m256 e = exp_neg8(_mm256_sub_ps(v, m));
+        __m256 sum = _mm256_add_ps(e, _mm256_permute_ps(e, _MM_SHUFFLE(2, 3, 0, 1)));
+        sum = _mm256_add_ps(sum, _mm256_permute_ps(sum, _MM_SHUFFLE(1, 0, 3, 2)));
+        _mm256_storeu_ps(row, _mm256_div_ps(e, sum));
+    }
+}
+#else
 void softmax_tile(float* s)
 {
     for (int r = 0; r < kRows; ++r) {
@@ -301,6 +336,7 @@ void softmax_tile(float* s)
         for (int j = 0; j < kAtt; ++j) row[j] = e[j] * (j < 4 ? inv0 : inv1);
     }
 }
+#endif
 
 // Sum of v[0..63] in 8 interleaved partial sums (lane j adds v[j], v[j + 8], ...): the compiler
 // keeps them in one vector register, where a single running float sum would stay scalar.
