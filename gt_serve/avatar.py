@@ -89,7 +89,7 @@ class Avatar:
                  jpeg_quality: int = 85):
         from gt_runtime.playback.player import Player
 
-        from gt_runtime.engines.ort_engine import usable_cores
+        from gt_runtime.util.cpu import usable_cores
 
         self.name = name
         # On the CPU with ONNX Runtime (thread-safe runs), one deform worker per core, each engine call on one thread.

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.assets import default_bundle
+from gt_runtime.audio import load_audio, num_video_frames
+from gt_runtime.audio.io import SILENCE_PEAK
+from gt_runtime.contract import SAMPLE_RATE
 from gt_runtime.errors import InputError
+from gt_runtime.playback.player import Player
+from gt_runtime.playback.video import Mp4Writer, contact_sheet
+from gt_runtime.util.progress import progress
 
 
 @dataclass
@@ -86,11 +93,6 @@ def _tap_frames(frames, n_frames: int, count: int = 8):
 
 def play(cfg: PlayConfig) -> PlayResult:
     """Render the speech with the bundle into cfg.out -> PlayResult (one-line InputError on bad input)."""
-    from gt_runtime.assets import default_bundle
-    from gt_runtime.audio import SAMPLE_RATE, load_audio, num_video_frames
-    from gt_runtime.audio.io import SILENCE_PEAK
-    from gt_runtime.playback.player import Player
-
     t_start = time.perf_counter()
     kind = _sink_kind(str(cfg.out))
     t0 = time.perf_counter()
@@ -110,8 +112,6 @@ def play(cfg: PlayConfig) -> PlayResult:
     session.timings.add("audio_frontend", t_load, 0)
     frames = player.play(pcm, sr, session=session)
     if not cfg.quiet:
-        from gt_runtime.util.progress import progress
-
         frames = progress(frames, "gt play", total=n_frames, unit="frames")
     if cfg.sheet:
         frames, sheet_frames = _tap_frames(frames, n_frames)
@@ -120,8 +120,6 @@ def play(cfg: PlayConfig) -> PlayResult:
     encode = 0.0
     t_run = time.perf_counter()
     if kind == "mp4":
-        from gt_runtime.playback.video import Mp4Writer
-
         with Mp4Writer(cfg.out, w, h, fps=player.fps, sample_rate=SAMPLE_RATE) as wr:
             wr.write_audio(pcm)
             for fr in frames:
@@ -159,8 +157,6 @@ def play(cfg: PlayConfig) -> PlayResult:
                         wall_s=tm.wall, setup_s=t_run - t_start - t_load, stages=summary["stages"])
     if cfg.sheet:
         from PIL import Image
-
-        from gt_runtime.playback.video import contact_sheet
 
         Path(cfg.sheet).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(contact_sheet(sheet_frames)).save(cfg.sheet)

@@ -57,8 +57,13 @@ from pathlib import Path
 
 import numpy as np
 
+from gt_runtime.assets import default_bundle, speech_path
+from gt_runtime.audio import load_audio
 from gt_runtime.contract import MODEL_STAGES, SAMPLES_PER_FRAME, STAGES
 from gt_runtime.errors import InputError, require
+from gt_runtime.playback.player import Player
+from gt_runtime.playback.video import Mp4Writer
+from gt_runtime.util.cpu import cpu_name, usable_cores
 
 SCHEMA = "gt-profile/1"
 
@@ -102,8 +107,6 @@ def _stats(x) -> dict:
 
 
 def machine_info(device: str = "cpu") -> dict:
-    from gt_runtime.engines.ort_engine import usable_cores
-    from gt_runtime.playback.pipeline import cpu_name
 
     gpu = "none"
     if device.startswith("cuda"):
@@ -116,12 +119,10 @@ def machine_info(device: str = "cpu") -> dict:
 
 
 def _speech(cfg: ProfileConfig, n_samples: int) -> np.ndarray:
-    from gt_runtime.audio import load_audio
 
     if cfg.speech is not None:
         pcm, _ = load_audio(cfg.speech)
     else:
-        from gt_runtime.assets import speech_path
 
         pcm, _ = load_audio(speech_path("human"))
     reps = -(-n_samples // pcm.size)
@@ -160,7 +161,6 @@ class _Encoder:
     def __init__(self, kind: str, width: int, height: int, tmpdir: str):
         self.writer = None
         if kind == "mp4":
-            from gt_runtime.playback.video import Mp4Writer
 
             self.writer = Mp4Writer(Path(tmpdir) / "profile.mp4", width, height, sample_rate=None)
             self.writer.__enter__()
@@ -262,8 +262,6 @@ def profile(cfg: ProfileConfig) -> dict:
     """Profile cfg.bundle -> the report dict (schema in the module docstring); writes cfg.json / cfg.png."""
     if cfg.png:
         require("matplotlib", "gt profile --png")  # before the measurements, not after
-    from gt_runtime.assets import default_bundle
-    from gt_runtime.playback.player import Player
 
     bundle = cfg.bundle if cfg.bundle is not None else default_bundle()
     player = Player(bundle, engine=cfg.engine, raster=cfg.raster, batch=max(cfg.batch), threads=cfg.threads,

@@ -14,20 +14,12 @@ loader is called).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from gt_runtime.errors import InputError, require
+from gt_runtime.util.cpu import usable_cores
 
 CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def cpu_session_options(threads: int | None = None, what: str = "engine onnxruntime"):

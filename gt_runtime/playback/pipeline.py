@@ -25,6 +25,7 @@ import numpy as np
 from gt_runtime.model import reference
 from gt_runtime.errors import InputError
 from gt_runtime.playback.timings import Timings
+from gt_runtime.util.cpu import cpu_name, usable_cores
 
 RASTER_NAMES = ("auto", "cpu", "cuda", "reference")
 
@@ -62,19 +63,6 @@ def resolve_raster(raster: str, device: str) -> str:
         if not gpu_available():
             raise InputError("--raster cuda: needs a CUDA GPU with CuPy, none found | use --raster auto or cpu")
     return raster
-
-
-def cpu_name() -> str:
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class RenderState:
@@ -151,7 +139,6 @@ class FramePipeline:
             name = props["name"]
             dev = "cuda: " + (name.decode() if isinstance(name, bytes) else str(name))
         else:
-            from gt_runtime.engines.ort_engine import usable_cores
 
             dev = f"cpu: {cpu_name()}, {usable_cores()} cores"
         return {"engine": self.engines.name, "raster": self.raster, "device": dev,

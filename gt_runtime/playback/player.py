@@ -19,6 +19,7 @@ from gt_runtime.audio import SAMPLE_RATE, check_pcm, load_audio
 from gt_runtime.bundle import Bundle
 from gt_runtime.playback.pipeline import FramePipeline
 from gt_runtime.playback.session import Session
+from gt_runtime.util.cpu import usable_cores
 
 
 class Player:
@@ -26,7 +27,6 @@ class Player:
 
     def __init__(self, bundle: Bundle | str | Path, engine: str = "auto", raster: str = "auto",
                  batch: int = 1, threads: int | None = None, overlap: bool | None = None):
-        from gt_runtime.engines.ort_engine import usable_cores
         from gt_runtime.engines.select import resolve_engine_name, select_engine
         from gt_runtime.playback.pipeline import resolve_raster
 

@@ -1,4 +1,4 @@
-"""CPU thread pools of the native libraries already loaded in this process (best effort, no new deps).
+"""This machine's CPU (name, usable cores) and the thread pools of the native libraries already loaded in this process (best effort, no new deps).
 
 On a 2-core machine the deformation (BLAS or ONNX Runtime) and the C++ rasterizer
 (OpenMP) must not both start a pool per core while they overlap: spinning pool threads
@@ -11,6 +11,28 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
+import platform
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @functools.lru_cache(maxsize=None)

@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                     row.append(f"{fn(b, r['frames']):.1f}")
                 rows.append(row)
                 print(" | ".join(row), file=sys.stderr, flush=True)
-    from gt_runtime.playback.pipeline import cpu_name
+    from gt_runtime.util.cpu import cpu_name
 
     head = (f"gt play on CPU ({'one-core CPU time per stage' if a.cpu_time else 'wall time'}), {cpu_name()}, "
             f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, {a.seconds:g} s speech, "

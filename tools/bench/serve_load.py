@@ -293,7 +293,7 @@ def run_long(bundle, minutes: float) -> dict:
 
 
 def machine() -> str:
-    from gt_runtime.playback.pipeline import cpu_name
+    from gt_runtime.util.cpu import cpu_name
 
     return f"{cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
 
