@@ -14,41 +14,16 @@ rasterizer's inputs (canonical + offsets, exp / sigmoid applied) straight from t
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from gt_runtime.contract import DEFORM_INPUTS, DEFORM_OUTPUTS, sh_bases
 from gt_runtime.engines.base import Runner
-from gt_runtime.errors import MissingDependencyError
+from gt_runtime.util.native import NativeExtension
 
-_ext = None
-
-
-def load():
-    """The compiled extension, or a one-line MissingDependencyError saying how to build it."""
-    global _ext
-    if _ext is None:
-        # Idle OpenMP workers sleep instead of spinning: they share the cores with the rasterizer.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        try:
-            from gt_runtime import _deform_cpu
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"--engine cpu-fused: gt_runtime._deform_cpu (the fused C++ deformation kernel) is not built ({exc}) | "
-                "run `pip install .` or `python setup.py build_ext --inplace` in the gt checkout, or use --engine onnxruntime"
-            ) from None
-        _ext = _deform_cpu
-    return _ext
-
-
-def available() -> bool:
-    """True if the extension imports."""
-    try:
-        load()
-        return True
-    except MissingDependencyError:
-        return False
+_EXT = NativeExtension("_deform_cpu", "the fused C++ deformation kernel of --engine cpu-fused", "or use --engine onnxruntime")
+load = _EXT.load
+available = _EXT.available
 
 
 def isas() -> list[str]:

@@ -10,41 +10,13 @@ The extension is optional: `load()` raises a one-line MissingDependencyError say
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from gt_runtime.errors import MissingDependencyError
+from gt_runtime.util.native import NativeExtension
 
-_ext = None
-
-
-def load():
-    """The compiled extension module, or a MissingDependencyError that says how to build it."""
-    global _ext
-    if _ext is None:
-        # Idle OpenMP threads sleep instead of spinning: the raster shares the cores with the
-        # deform engine's threads, and spinning workers starve them (3x slower under load).
-        # It takes effect only if no OpenMP runtime has started yet in this process.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        try:
-            from gt_runtime import _raster_cpu
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"gt_runtime._raster_cpu (the C++ CPU rasterizer) is not built ({exc}) | "
-                "run `pip install .` or `python setup.py build_ext --inplace` in the gt checkout"
-            ) from None
-        _ext = _raster_cpu
-    return _ext
-
-
-def available() -> bool:
-    """True if the extension imports."""
-    try:
-        load()
-        return True
-    except MissingDependencyError:
-        return False
+_EXT = NativeExtension("_raster_cpu", "the C++ CPU rasterizer")
+load = _EXT.load
+available = _EXT.available
 
 
 def _f32(a):

@@ -170,7 +170,7 @@ def test_engine_names():
 
 
 def test_missing_extension_is_one_line_error(monkeypatch):
-    monkeypatch.setattr(fused_cpu, "_ext", None)
+    monkeypatch.setattr(fused_cpu._EXT, "_module", None)
     monkeypatch.setitem(sys.modules, "gt_runtime._deform_cpu", None)  # import fails
     monkeypatch.delattr(gt_runtime, "_deform_cpu", raising=False)
     with pytest.raises(MissingDependencyError) as exc:

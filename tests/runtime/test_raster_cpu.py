@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from gt_runtime.errors import MissingDependencyError
+
 from gt_runtime import raster
 from gt_runtime.raster import _cpu
 from gt_runtime.raster._reference import rasterize_reference
@@ -142,23 +144,14 @@ def test_background_image_shape_must_match():
 
 
 def test_missing_extension_message(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def fake_import(name, globals=None, locals=None, fromlist=(), level=0):
-        if fromlist and "_raster_cpu" in fromlist:
-            raise ImportError("No module named 'gt_runtime._raster_cpu'")
-        return real_import(name, globals, locals, fromlist, level)
-
-    monkeypatch.setattr(_cpu, "_ext", None)
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ImportError) as exc:  # MissingDependencyError is an InputError; check both
-        try:
-            _cpu.load()
-        except Exception as e:  # re-raise as ImportError for the assertion below
-            raise ImportError(str(e)) from e
-    assert "pip install ." in str(exc.value) and "build_ext --inplace" in str(exc.value)
+    """Without the extension, load() raises one line naming the build command."""
+    monkeypatch.setattr(_cpu._EXT, "_module", None)
+    monkeypatch.setitem(sys.modules, "gt_runtime._raster_cpu", None)  # the import fails
+    with pytest.raises(MissingDependencyError) as exc:
+        _cpu.load()
+    msg = str(exc.value)
+    assert "\n" not in msg and "pip install ." in msg and "build_ext --inplace" in msg
+    assert not _cpu.available()
 
 
 def test_import_does_not_pull_torch():
