@@ -2,6 +2,8 @@
 // choice of kernel variant (see deform_cpu.h).
 #include "deform_cpu.h"
 
+#include "../common/gt_cpu_isa.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -19,24 +21,17 @@ namespace {
 
 struct IsaEntry {
     const DeformKernels* kernels;
-    int level;  // 2 avx512, 1 avx2, 0 generic
+    int level;  // IsaLevel
 };
 
 const std::vector<IsaEntry>& isa_table()
 {
     static const std::vector<IsaEntry> table = [] {
         std::vector<IsaEntry> t;
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-        __builtin_cpu_init();
-        const bool fma = __builtin_cpu_supports("fma");
-        if (deform_kernels_avx512() != nullptr && fma && __builtin_cpu_supports("avx512f") &&
-            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-            __builtin_cpu_supports("avx512vnni"))
-            t.push_back({deform_kernels_avx512(), 2});
-        if (deform_kernels_avx2() != nullptr && fma && __builtin_cpu_supports("avx2"))
-            t.push_back({deform_kernels_avx2(), 1});
-#endif
-        t.push_back({deform_kernels_generic(), 0});
+        const int level = cpu_isa_level(/*avx512_needs_vnni=*/true);
+        if (deform_kernels_avx512() != nullptr && level >= kIsaAvx512) t.push_back({deform_kernels_avx512(), kIsaAvx512});
+        if (deform_kernels_avx2() != nullptr && level >= kIsaAvx2) t.push_back({deform_kernels_avx2(), kIsaAvx2});
+        t.push_back({deform_kernels_generic(), kIsaGeneric});
         return t;
     }();
     return table;
@@ -65,11 +60,7 @@ const DeformKernels* deform_select_isa(const std::string& name)
         for (const std::string& s : deform_isas()) have += (have.empty() ? "" : ", ") + s;
         throw std::invalid_argument("isa " + name + ": this CPU or build cannot run it | use one of: " + have);
     }
-    int cap = 2;
-    if (const char* env = std::getenv("GT_DEFORM_ISA")) {
-        if (std::strcmp(env, "generic") == 0) cap = 0;
-        else if (std::strcmp(env, "avx2") == 0) cap = 1;
-    }
+    const int cap = isa_cap_from_env("GT_DEFORM_ISA");
     for (const IsaEntry& e : isa_table())
         if (e.level <= cap) return e.kernels;
     return deform_kernels_generic();

@@ -9,6 +9,7 @@
 //           variant, per-thread gradient buffers reduced once per Gaussian, then the
 //           projection / SH VJPs.
 #include "raster_cpu.h"
+#include "../common/gt_cpu_isa.h"
 
 #include <algorithm>
 #include <cmath>
@@ -82,17 +83,10 @@ const std::vector<IsaEntry>& isa_table()
 {
     static const std::vector<IsaEntry> table = [] {
         std::vector<IsaEntry> t;
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-        __builtin_cpu_init();
-        const bool fma = __builtin_cpu_supports("fma");
-        if (tile_kernels_avx512() != nullptr && fma && __builtin_cpu_supports("avx512f") &&
-            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-            __builtin_cpu_supports("avx512vl"))
-            t.push_back({tile_kernels_avx512(), 2});
-        if (tile_kernels_avx2() != nullptr && fma && __builtin_cpu_supports("avx2"))
-            t.push_back({tile_kernels_avx2(), 1});
-#endif
-        t.push_back({tile_kernels_generic(), 0});
+        const int level = cpu_isa_level(/*avx512_needs_vnni=*/false);
+        if (tile_kernels_avx512() != nullptr && level >= kIsaAvx512) t.push_back({tile_kernels_avx512(), kIsaAvx512});
+        if (tile_kernels_avx2() != nullptr && level >= kIsaAvx2) t.push_back({tile_kernels_avx2(), kIsaAvx2});
+        t.push_back({tile_kernels_generic(), kIsaGeneric});
         return t;
     }();
     return table;
@@ -512,11 +506,7 @@ std::vector<std::string> raster_cpu_isas()
 
 const TileKernels* raster_cpu_select_isa()
 {
-    int cap = 2;
-    if (const char* env = std::getenv("GT_RASTER_ISA")) {
-        if (std::strcmp(env, "generic") == 0) cap = 0;
-        else if (std::strcmp(env, "avx2") == 0) cap = 1;
-    }
+    const int cap = isa_cap_from_env("GT_RASTER_ISA");
     for (const IsaEntry& e : isa_table())
         if (e.level <= cap) return e.kernels;
     return tile_kernels_generic();
