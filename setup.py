@@ -97,6 +97,10 @@ class BuildPyWithKernels(build_py):
         for pattern in CUDA_SOURCES:
             for f in RASTER_SRC.glob(pattern):
                 shutil.copy2(f, dst / f.name)
+        # the cuda-fused deformation kernel (gt_runtime/engines/fused_cuda.py compiles it with NVRTC)
+        dst = Path(self.build_lib) / "gt_runtime" / "engines" / "csrc"
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / "plugins" / "deform" / "deform_cuda.cu", dst / "deform_cuda.cu")
 
 
 ext_modules = [

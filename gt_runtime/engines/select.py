@@ -2,7 +2,8 @@
 
 Names: ``auto``; ``tensorrt`` (``tensorrt-fp16`` / ``tensorrt-fp32``);
 ``onnxruntime-cuda``; ``array-cupy``; ``onnxruntime`` (CPU, ``-int8`` / ``-fp32`` /
-``-fp16``); ``cpu-fused`` (the fused C++ kernel, ``-int8`` by default / ``-fp32``); ``array`` (numpy).
+``-fp16``); ``cpu-fused`` (the fused C++ kernel, ``-int8`` by default / ``-fp32``); ``cuda-fused``
+(the fused CUDA kernels, FP32: ``cuda-fused-fp32``); ``array`` (numpy).
 
 ``auto`` takes the best available: on a GPU tensorrt > onnxruntime-cuda > array-cupy;
 on a CPU onnxruntime (INT8 when the bundle has it, else FP32) > array.
@@ -17,7 +18,7 @@ from gt_runtime.errors import InputError
 
 ENGINE_NAMES = ("auto", "tensorrt", "tensorrt-fp16", "tensorrt-fp32", "onnxruntime-cuda", "array-cupy",
                 "onnxruntime", "onnxruntime-int8", "onnxruntime-fp32", "onnxruntime-fp16", "array", "array-plain",
-                "cpu-fused", "cpu-fused-int8", "cpu-fused-fp32")
+                "cpu-fused", "cpu-fused-int8", "cpu-fused-fp32", "cuda-fused", "cuda-fused-fp32")
 
 
 def gpu_available() -> bool:
@@ -59,7 +60,9 @@ def resolve_engine_name(bundle, engine: str = "auto", gpu: bool | None = None) -
         engine = "onnxruntime-int8" if "int8" in bundle.precisions else "onnxruntime-fp32"
     if engine == "cpu-fused":  # INT8 weights are quantised from the FP32 ones: every bundle allows it
         engine = "cpu-fused-int8"
-    if engine in ("tensorrt-fp16", "tensorrt-fp32", "onnxruntime-cuda", "array-cupy") and not gpu:
+    if engine == "cuda-fused":  # FP32 only on the GPU
+        engine = "cuda-fused-fp32"
+    if engine in ("tensorrt-fp16", "tensorrt-fp32", "onnxruntime-cuda", "array-cupy", "cuda-fused-fp32") and not gpu:
         raise InputError(f"--engine {engine}: needs a CUDA GPU with CuPy, none found | use --engine auto, onnxruntime or array")
     return engine
 
@@ -108,6 +111,12 @@ def select_engine(bundle, engine: str = "auto", gpu: bool | None = None, threads
             audio = ArrayAudioRunner(w)
         return EngineSet(name, "cpu", audio, fused_cpu.FusedDeformRunner(w, q, layers, deg, int8=name.endswith("int8"),
                                                                          threads=threads))
+    if name == "cuda-fused-fp32":
+        import cupy
+
+        from gt_runtime.engines.fused_cuda import FusedCudaDeformRunner
+
+        return EngineSet(name, "cuda", ArrayAudioRunner(w, "cuda"), FusedCudaDeformRunner(w, q, layers, deg), cupy)
     if name.startswith("tensorrt"):
         import cupy
 
