@@ -221,14 +221,14 @@ def run_throughput(bundle, n: int, seconds: float, rounds: int = 3) -> dict:
     try:
         for _ in range(rounds):
             for mb, srv in servers.items():
-                async def main():
-                    return await asyncio.gather(*(fast_client(srv.port, pcm) for _ in range(n)))
+                async def main(port=srv.port):
+                    return await asyncio.gather(*(fast_client(port, pcm) for _ in range(n)))
                 t0 = time.perf_counter()
                 got = asyncio.run(main())
                 best[f"server_b{mb}_fps"] = max(best[f"server_b{mb}_fps"], sum(got) / (time.perf_counter() - t0))
             counts = [0] * n
 
-            def one(k):
+            def one(k, counts=counts):
                 counts[k] = sum(1 for _ in player.play(pcm))
             th = [threading.Thread(target=one, args=(k,)) for k in range(n)]
             t0 = time.perf_counter()
