@@ -51,6 +51,12 @@ def test_benchmark_steps_run_under_the_emulation(tmp_path, gpu, monkeypatch):
 
     fake_ort_cuda.install(monkeypatch)
     fake_tensorrt.install(monkeypatch)
+    from gt_runtime.engines import fused_cuda
+    from tests.cuda_emu import deform as deform_emu
+    from tests.cuda_emu.fake_cupy import DeviceKernels
+
+    deform_kernels = DeviceKernels(deform_emu.Kernels(deform_emu.build(tmp_path)))  # cuda-fused's kernels on CPU threads
+    monkeypatch.setattr(fused_cuda, "get_module", lambda: deform_kernels)
     rep = gpu_check.run(tmp_path, budget_s=600, gaussians=200, size=32, batches=(1, 3), seconds=0.4,
                         steps=("raster", "deform", "frame"), measure_s=0.05)  # fmt: skip
     steps = {s["name"]: s for s in rep["steps"]}
@@ -59,10 +65,10 @@ def test_benchmark_steps_run_under_the_emulation(tmp_path, gpu, monkeypatch):
     assert [(r["B"], r["what"]) for r in raster] == [(1, "gt CUDA raster (CuPy)"), (3, "gt CUDA raster (CuPy)")]
     assert all(r["ms"] > 0 and r["ms_per_frame"] == pytest.approx(r["ms"] / r["B"], abs=1e-3) for r in raster)
     deform = {(r["engine"], r.get("B")) for r in steps["deform"]["rows"] if "ms" in r}
-    want = {"array-cupy", "onnxruntime-cuda-fp32", "tensorrt-fp32"}
+    want = {"array-cupy", "cuda-fused-fp32", "onnxruntime-cuda-fp32", "tensorrt-fp32"}
     assert {(e, b) for e in want for b in (1, 3)} <= deform, steps["deform"]["rows"]
     frames = [r for r in steps["frame"]["rows"] if "fps" in r]
-    assert {r["engine"].split("-")[0] for r in frames} == {"array", "onnxruntime", "tensorrt"}, steps["frame"]["rows"]
+    assert {r["engine"].split("-")[0] for r in frames} == {"array", "cuda", "onnxruntime", "tensorrt"}, steps["frame"]["rows"]
     assert all(r["frames"] == 10 and r["fps"] > 0 for r in frames)
     # no torch on CUDA here: the baselines are skipped, and the report says so
     assert any("no eager torch baseline" in n for n in rep["notes"]), rep["notes"]

@@ -13,7 +13,7 @@ would start with too little left is skipped, with the reason):
 3. raster: the CUDA rasterizer (CuPy) on a random bundle's Gaussians (N = --gaussians, --size², SH 3), B = 1 and
            B = 16 frames per render: ms per render and per frame; gsplat's `rasterization` in the same run when
            it is installed.
-4. deform: every deform engine found (array-cupy, onnxruntime-cuda FP32 / FP16, tensorrt FP32 / FP16) at B = 1
+4. deform: every deform engine found (array-cupy, cuda-fused, onnxruntime-cuda FP32 / FP16, tensorrt FP32 / FP16) at B = 1
            and B = 16 against eager torch on CUDA (gt_train's DeformationNetwork on the same weights): ms, speed-up,
            max |difference| from torch.
 5. frame:  whole frames (audio features -> tokens -> deform -> activations -> raster -> uint8 on the host)
@@ -45,7 +45,7 @@ import numpy as np
 from gt_runtime.errors import MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFORM_ENGINES = ("array-cupy", "onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "tensorrt-fp32", "tensorrt-fp16")
+DEFORM_ENGINES = ("array-cupy", "cuda-fused-fp32", "onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "tensorrt-fp32", "tensorrt-fp16")
 STEPS = ("env", "tests", "raster", "deform", "frame")
 MIN_STEP_S = {"env": 0, "tests": 30, "raster": 20, "deform": 30, "frame": 30}
 
@@ -318,6 +318,10 @@ def deform_runner(bundle, name: str, max_batch: int):
         from gt_runtime.engines.array_engine import ArrayDeformRunner
 
         return ArrayDeformRunner(bundle.weights, bundle.gaussians["queries"], bundle.num_layers, bundle.sh_degree, "cuda")
+    if name == "cuda-fused-fp32":
+        from gt_runtime.engines.fused_cuda import FusedCudaDeformRunner
+
+        return FusedCudaDeformRunner(bundle.weights, bundle.gaussians["queries"], bundle.num_layers, bundle.sh_degree)
     prec = name.rsplit("-", 1)[1]
     if prec not in bundle.precisions:
         raise Skip(f"the bundle has no {prec} graph")
@@ -353,7 +357,7 @@ def step_frame(ctx) -> dict:
     rows = []
     missing = {"onnxruntime-cuda": None if ort_engine.cuda_available() else "onnxruntime lists no CUDA execution provider",
                "tensorrt": None if importlib.util.find_spec("tensorrt") else "tensorrt is not installed"}  # fmt: skip
-    for name in ("array-cupy", "onnxruntime-cuda", "tensorrt"):
+    for name in ("array-cupy", "cuda-fused", "onnxruntime-cuda", "tensorrt"):
         if missing.get(name):
             rows.append({"engine": name, "skipped": missing[name]})
             continue
