@@ -100,7 +100,8 @@ def play_cmd(
 
 
 @app.command("serve", epilog="Examples: gt serve (the bundled identity on http://127.0.0.1:8010/) | gt serve -b may.gtb -b tom.gtb --max-sessions 8"
-             " | gt serve -b may.gtb --host 0.0.0.0 --token SECRET   (protocol: docs/PROTOCOL.md)")
+             " | gt serve -b may.gtb --host 0.0.0.0 --token SECRET   (protocol: docs/PROTOCOL.md)"
+             " | gt serve --ray --replicas 2 | gt serve --ray --autoscale 1:8 --num-gpus 0.25 --write-config gt.yaml   (docs/DEPLOY.md)")
 def serve_cmd(
     bundle: Optional[list[Path]] = typer.Option(None, "--bundle", "-b", help="Bundle directory (*.gtb); repeat for several avatars, named by directory (default: the bundled identity, 'default')."),
     host: str = typer.Option("127.0.0.1", help="Address to bind. Any non-loopback address needs --token."),
@@ -111,13 +112,30 @@ def serve_cmd(
     raster: str = typer.Option("auto", help="auto | cuda | cpu | reference."),
     max_batch: int = typer.Option(8, help="Frames of concurrent sessions rendered as one batch (1: no batching)."),
     allow_origin: Optional[list[str]] = typer.Option(None, help="Another page Origin allowed to connect (default: only this server's own)."),
+    ray: bool = typer.Option(False, "--ray", help="Run as a Ray Serve deployment (replicas, autoscaling, clusters; docs/DEPLOY.md). "
+                             "--max-sessions is then per replica."),
+    replicas: int = typer.Option(1, help="--ray: replicas (processes, each with its own avatars)."),
+    autoscale: Optional[str] = typer.Option(None, metavar="MIN:MAX", help="--ray: autoscale between MIN and MAX replicas on ongoing sessions."),
+    num_cpus: float = typer.Option(1.0, help="--ray: CPUs per replica."),
+    num_gpus: float = typer.Option(0.0, help="--ray: GPUs per replica (0.25: four replicas share a GPU)."),
+    address: Optional[str] = typer.Option(None, help="--ray: an existing cluster, ray://HOST:10001 (default: a local Ray instance on 127.0.0.1)."),
+    max_avatars: int = typer.Option(3, help="--ray: bundles kept open per replica (least recently used closed first)."),
+    write_config: Optional[Path] = typer.Option(None, help="--ray: write a `serve deploy` config file (YAML) and exit."),
 ):
     """Serve live avatars: a web page at / and a WebSocket protocol at /v1/stream (audio in, frames + audio out)."""
     from gt_serve.config import ServeConfig
+
+    cfg = ServeConfig(bundles=list(bundle or []), host=host, port=port, max_sessions=max_sessions, token=token, engine=engine,
+                      raster=raster, max_batch=max_batch, allow_origins=list(allow_origin or []))
+    if ray or write_config is not None:
+        from gt_serve.ray_serve import RayOptions, parse_autoscale, serve_ray
+
+        serve_ray(cfg, RayOptions(replicas=replicas, autoscale=parse_autoscale(autoscale), num_cpus=num_cpus, num_gpus=num_gpus,
+                                  address=address, max_avatars=max_avatars), write_config)
+        return
     from gt_serve.app import serve
 
-    serve(ServeConfig(bundles=list(bundle or []), host=host, port=port, max_sessions=max_sessions, token=token, engine=engine,
-                      raster=raster, max_batch=max_batch, allow_origins=list(allow_origin or [])))
+    serve(cfg)
 
 
 @app.command("export", epilog="Examples: gt export runs/may --fp16 -o may.gtb | gt export runs/may --fp16 --int8 -o may-cpu.gtb --no-trt")

@@ -41,8 +41,12 @@ def server_modules() -> dict:
     return {m: require(m, "gt serve") for m in ("fastapi", "uvicorn")}
 
 
-def create_app(cfg: ServeConfig, avatars: dict | None = None):
-    """-> a FastAPI app serving `avatars` (default: load cfg.bundles). The caller closes avatars it passes."""
+def create_app(cfg: ServeConfig, avatars: dict | None = None, pool=None):
+    """-> a FastAPI app serving `avatars` (default: load cfg.bundles). The caller closes avatars it passes.
+
+    pool: avatars opened on demand instead (a Ray replica's LRU, gt_serve.ray_serve.ReplicaAvatars):
+    `names()`, `opened` {name: Avatar}, `info()`, `await acquire(name)` -> Avatar, `release(avatar)`.
+    """
     server_modules()
     from fastapi import FastAPI, HTTPException, Request, WebSocket
     from fastapi.responses import FileResponse, JSONResponse
@@ -52,8 +56,9 @@ def create_app(cfg: ServeConfig, avatars: dict | None = None):
     from gt_serve.stream import Stream, check_origin
 
     cfg.check()
-    own = avatars is None
-    avatars = load_avatars(cfg) if own else avatars
+    own = avatars is None and pool is None
+    avatars = pool.opened if pool is not None else load_avatars(cfg) if own else avatars
+    known = pool.names() if pool is not None else avatars
     replica = cfg.replica or f"{socket.gethostname()}:{os.getpid()}"
     from contextlib import asynccontextmanager
 
@@ -89,7 +94,7 @@ def create_app(cfg: ServeConfig, avatars: dict | None = None):
     def list_avatars(request: Request):
         if not token_ok(request_token(request.query_params, request.headers)):
             raise HTTPException(401, "missing or wrong token | pass ?token=T")
-        return [a.info() for a in avatars.values()]
+        return pool.info() if pool is not None else [a.info() for a in avatars.values()]
 
     @app.get("/healthz")
     def health():
@@ -109,19 +114,21 @@ def create_app(cfg: ServeConfig, avatars: dict | None = None):
                                     "or start gt serve with --allow-origin", CLOSE_POLICY)
         if not token_ok(request_token(ws.query_params, ws.headers)):
             return await refuse(ws, "missing or wrong token | connect to /v1/stream?avatar=NAME&token=T", CLOSE_POLICY)
-        name = ws.query_params.get("avatar") or (next(iter(avatars)) if len(avatars) == 1 else None)
-        if name not in avatars:
-            return await refuse(ws, f"avatar {name!r}: no such avatar | available: {', '.join(avatars)}", CLOSE_POLICY)
+        name = ws.query_params.get("avatar") or (next(iter(known)) if len(known) == 1 else None)
+        if name not in known:
+            return await refuse(ws, f"avatar {name!r}: no such avatar | available: {', '.join(known)}", CLOSE_POLICY)
         if app.state.sessions >= cfg.max_sessions:
             return await refuse(ws, f"server full ({cfg.max_sessions} sessions) | try again later", CLOSE_TRY_LATER)
         app.state.sessions += 1
         sid = f"{replica}/{app.state.next_session}"
         app.state.next_session += 1
-        avatar = avatars[name]
+        avatar = avatars[name] if pool is None else None
         pump = None
         st = None
         try:
             await ws.accept()
+            if pool is not None:
+                avatar = await pool.acquire(name)   # opens the bundle if this replica does not hold it
             lock = asyncio.Lock()   # the pump and the receive loop both send
 
             async def send_bytes(b):
@@ -178,6 +185,8 @@ def create_app(cfg: ServeConfig, avatars: dict | None = None):
                     pass
             app.state.streams.pop(sid, None)
             app.state.sessions -= 1
+            if pool is not None and avatar is not None:
+                pool.release(avatar)
         if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
             try:
                 await ws.close(CLOSE_NORMAL)

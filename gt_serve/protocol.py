@@ -28,6 +28,7 @@ CLOSE_UNSUPPORTED = 1003                   # a message of the wrong kind (binary
 CLOSE_POLICY = 1008                        # bad token, bad Origin, out-of-order or malformed message
 CLOSE_TOO_BIG = 1009                       # a message or the queued audio over its cap
 CLOSE_INTERNAL = 1011
+CLOSE_RESTART = 1012                       # gt serve --ray: the session's replica stopped; reconnect
 CLOSE_TRY_LATER = 1013                     # server full
 
 
