@@ -56,6 +56,24 @@ def test_nvcc_ptx_defines_both_kernels(arch, tmp_path):
     assert entries == set(fused_cuda.KERNEL_NAMES)
 
 
+@pytest.mark.parametrize("arch", ["80", "90"])
+def test_nvrtc_compiles_runtime_source(arch):
+    """The text and options fused_cuda hands to CuPy's RawModule compile with NVRTC (no GPU needed)."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as exc:  # no cupy, no NVRTC binding, or libnvrtc does not load
+        pytest.skip(f"CuPy's NVRTC is not usable here ({exc.__class__.__name__}: {exc})")
+    prog = nvrtc.createProgram(fused_cuda.load_source(), fused_cuda.CUDA_SOURCE, [], [])
+    try:
+        nvrtc.compileProgram(prog, ["--std=c++17", f"-arch=compute_{arch}", "-ftz=true"])  # CuPy adds the last two
+    except Exception as exc:
+        pytest.fail(f"NVRTC compute_{arch}: {exc}\n{nvrtc.getProgramLog(prog)}")
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
 def test_packed_layout_matches_the_source(net):
     """pack_weights' size is what the .cu's layout constants say (the kernel reads past nothing)."""
     w, _, _ = net
@@ -185,3 +203,20 @@ def test_gpu_offsets_and_activations_match_reference(net, b):
     for key, v in act.items():
         err = float(np.abs(cp.asnumpy(v) - ref_act[key]).max())
         assert err <= TOL, f"{key}: max abs {err:.2e} > {TOL}"
+
+
+@pytest.mark.gpu
+def test_gpu_player_matches_array_cupy(random_bundle):
+    """Player on a real GPU: cuda-fused + raster cuda gives array-cupy + raster cuda's frames within 1 step."""
+    if not __import__("gt_runtime.raster._cuda", fromlist=["x"]).cuda_available():
+        pytest.skip("no CUDA device")
+    from gt_runtime.playback.player import Player
+    from tests.support.frames import play
+    from tests.support.speech import speech
+
+    bundle = random_bundle(n_gaussians=5000, sh_degree=2, num_layers=2, width=96, height=64, n_track_frames=6, seed=3,
+                           onnx=False)
+    pcm = speech(0.4, seed=1)
+    ref = play(Player(bundle, engine="array-cupy", raster="cuda"), pcm, batch=3)
+    got = play(Player(bundle, engine="cuda-fused", raster="cuda"), pcm, batch=3)
+    assert int(np.abs(got.astype(np.int16) - ref).max()) <= 1
