@@ -302,10 +302,11 @@ def start_local_ray(ro: RayOptions) -> None:
 
 
 def deploy(cfg: ServeConfig, ro: RayOptions):
-    """Start Serve's proxy on cfg.host:cfg.port and run the app (Ray initialised) -> its DeploymentHandle."""
+    """Start Serve's proxies on cfg.host:cfg.port (one per node on a cluster, one locally) and run the app (Ray
+    initialised) -> its DeploymentHandle."""
     from ray import serve
 
-    serve.start(http_options={"host": cfg.host, "port": cfg.port}, proxy_location="HeadOnly")
+    serve.start(http_options={"host": cfg.host, "port": cfg.port}, proxy_location="EveryNode" if ro.address else "HeadOnly")
     return serve.run(_deployment(app_args(cfg, ro), **deployment_options(cfg, ro)), name=APP_NAME, route_prefix="/")
 
 

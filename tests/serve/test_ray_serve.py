@@ -176,3 +176,64 @@ def test_plain_path_never_imports_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_replica_avatars_lru(monkeypatch):
+    """ReplicaAvatars on Ray's multiplexing contract (an LRU of max_avatars that calls the evicted value's __del__):
+    an avatar evicted while a session uses it closes when that session releases it, not before."""
+    import asyncio
+    from collections import OrderedDict
+    from pathlib import Path
+
+    from ray import serve
+
+    import gt_serve.avatar
+    from gt_serve import ServeConfig
+    from gt_serve.ray_serve import ReplicaAvatars
+
+    def lru(max_num_models_per_replica):   # Ray's documented behaviour, without a replica
+        def wrap(load):
+            held = OrderedDict()
+
+            async def get(name):
+                if name in held:
+                    held.move_to_end(name)
+                    return held[name]
+                if len(held) >= max_num_models_per_replica:
+                    _, old = held.popitem(last=False)
+                    old.__del__()
+                held[name] = await load(name)
+                return held[name]
+            return get
+        return wrap
+
+    class FakeAvatar:
+        def __init__(self, name, *a):
+            self.name, self.closed = name, False
+            self.idle = type("I", (), {"prewarm": lambda self: None})()
+
+        def info(self):
+            return {"name": self.name}
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(serve, "multiplexed", lru)
+    monkeypatch.setattr(gt_serve.avatar, "Avatar", FakeAvatar)
+    for n in ("a.gtb", "b.gtb"):
+        (Path("/tmp") / f"gt-ray-lru-{n}").mkdir(exist_ok=True)
+    pool = ReplicaAvatars(ServeConfig(bundles=[Path(f"/tmp/gt-ray-lru-{n}") for n in ("a.gtb", "b.gtb")]), max_avatars=1)
+
+    async def run():
+        a = await pool.acquire("gt-ray-lru-a")
+        assert set(pool.opened) == {"gt-ray-lru-a"}
+        b = await pool.acquire("gt-ray-lru-b")        # evicts a, which a session still uses
+        assert not a.closed and set(pool.opened) == {"gt-ray-lru-b"}
+        pool.release(a)
+        assert a.closed and not b.closed
+        pool.release(b)
+        assert not b.closed                            # held by the LRU: stays open for the next session
+        assert await pool.acquire("gt-ray-lru-b") is b
+
+    asyncio.run(run())
+    assert [i["name"] for i in pool.info()] == ["gt-ray-lru-a", "gt-ray-lru-b"]

@@ -309,10 +309,16 @@ def main(argv=None) -> None:
     ap.add_argument("--long-minutes", type=float, default=0.0,
                     help="also one fast session this long (at most 10): A/V drift and frame count over it")
     ap.add_argument("--out", type=Path, default=None, help="append the markdown tables here")
+    ap.add_argument("--ray", action="store_true", help="plain gt serve against gt serve --ray, per N (tools/bench/serve_load_ray.py)")
+    ap.add_argument("--replicas", type=int, default=1, help="with --ray: Ray Serve replicas (1 CPU each)")
     a = ap.parse_args(argv)
     if max(a.clients) > MAX_CLIENTS or a.seconds > MAX_SECONDS or a.throughput > MAX_CLIENTS:
         ap.error(f"at most {MAX_CLIENTS} clients and {MAX_SECONDS:.0f} s of audio per client")
     os.environ.setdefault("GT_QUIET", "1")
+    if a.ray:
+        from tools.bench.serve_load_ray import run
+
+        return run(a)
     lines = [f"Machine: {machine()}; bundle {a.bundle or 'default (128 px, 6000 Gaussians)'}; "
              f"{a.seconds:.0f} s of speech per client, sent in 20 ms chunks at real time; --max-batch {a.max_batch}.", "",
              "| clients | FPS min / mean | latency p50 / p99 (ms) | frame interval p99 (ms) | frames lost | A/V drift (frames) "

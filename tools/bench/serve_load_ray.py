@@ -1,0 +1,165 @@
+"""`serve_load.py --ray`: the realtime load table of `gt serve` through Ray Serve, next to plain `gt serve`, in one run.
+
+    python -m tools.bench.serve_load --ray                          # 1, 2, 4, 8 clients, 1 replica
+    python -m tools.bench.serve_load --ray --replicas 2 --clients 4 --seconds 10 --out tools/bench/RESULTS.md
+
+For each N: plain `gt serve` (a fresh subprocess, as serve_load does) and `gt serve --ray` (a local Ray instance,
+--replicas replicas of 1 CPU each, started once for the run) take the same N realtime clients. Both report per
+session FPS, latency p50/p99, frame-interval p99, frames lost, and the CPU time of the server's whole process tree
+per delivered frame (Ray: driver, GCS, raylet, proxy, controller and replicas). Ray's overhead = its CPU per frame
+over plain's, and its latency p50 minus plain's.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from tools.bench.serve_load import MAX_CLIENTS, Server, free_port, machine, realtime_client, speech
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree(root: int) -> list[int]:
+    """root and its descendants (from /proc)."""
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def cpu_s(root: int) -> float:
+    """User + system CPU seconds of root's process tree."""
+    total = 0
+    for p in tree(root):
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except (OSError, IndexError):
+            pass
+    return total / TICK
+
+
+def rss_mb(root: int) -> float:
+    total = 0
+    for p in tree(root):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+class RayServer:
+    """`gt serve --ray` in a subprocess (its own local Ray instance) on 127.0.0.1:port; waits until every replica
+    has the default avatar's idle frames cached."""
+
+    def __init__(self, bundle: str | None, replicas: int, max_sessions: int = MAX_CLIENTS):
+        self.port = free_port()
+        cmd = [sys.executable, "-c", "from gt_cli.app import main; main()", "serve", "--ray", "--port", str(self.port),
+               "--replicas", str(replicas), "--num-cpus", "1", "--max-sessions", str(max_sessions)]
+        if bundle:
+            cmd += ["--bundle", bundle]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        t_end, warm = time.time() + 240, set()
+        while len(warm) < replicas:
+            try:
+                h = self.health()
+                r = next(iter(h["render"].values()), None)
+                if r and r["idle_cached"] >= r["track_frames"]:
+                    warm.add(h["replica"])
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > t_end:
+                self.close()
+                raise RuntimeError(f"gt serve --ray did not start: {self.proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.3)
+
+    def health(self) -> dict:
+        return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5).read())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)   # serve.shutdown() and ray.shutdown() in gt serve --ray
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def measure(port: int, pid: int, n: int, pcm: np.ndarray) -> dict:
+    """n realtime clients on the server at port -> the serve_load row, plus CPU s per frame and peak tree RSS."""
+    stats = [dict() for _ in range(n)]
+    rss0, peak = rss_mb(pid), [0.0]
+
+    async def main():
+        async def sample():
+            while True:
+                peak[0] = max(peak[0], rss_mb(pid))
+                await asyncio.sleep(0.5)
+        s = asyncio.create_task(sample())
+        await asyncio.gather(*(realtime_client(port, pcm, st) for st in stats))
+        s.cancel()
+
+    c0 = cpu_s(pid)
+    asyncio.run(main())
+    frames = sum(s["frames"] for s in stats)
+    return {"fps_min": min(s["fps"] for s in stats), "fps_mean": float(np.mean([s["fps"] for s in stats])),
+            "lat_p50": float(np.median([s["lat_p50"] for s in stats])), "lat_p99": max(s["lat_p99"] for s in stats),
+            "interval_p99": max(s["interval_p99"] for s in stats), "lost": sum(s["lost"] for s in stats),
+            "drift": max(abs(s["drift"]) for s in stats), "cpu_ms_per_frame": 1e3 * (cpu_s(pid) - c0) / max(frames, 1),
+            "mem_per_session_mb": (max(peak[0], rss0) - rss0) / n}
+
+
+def run(a) -> None:
+    """serve_load.main's arguments (a) with --ray: the plain and Ray tables side by side."""
+    pcm = speech(a.seconds)
+    head = [f"Machine: {machine()}; bundle {a.bundle or 'default (128 px, 6000 Gaussians)'}; {a.seconds:.0f} s of speech per "
+            f"client at real time; plain `gt serve` against `gt serve --ray --replicas {a.replicas}` (local Ray, 1 CPU per "
+            "replica), in turn for each N.", "",
+            "| clients | server | FPS min / mean | latency p50 / p99 (ms) | frame interval p99 (ms) | frames lost | A/V drift "
+            "| CPU per frame (ms, server tree) | Ray overhead (CPU per frame, latency p50) |", "|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(head), flush=True)
+    lines = list(head)
+    rs = RayServer(a.bundle, a.replicas)
+    try:
+        for n in (c for c in a.clients if c > 0):
+            srv = Server(a.bundle, a.max_batch)
+            try:
+                p = measure(srv.port, srv.proc.pid, n, pcm)
+            finally:
+                srv.close()
+            r = measure(rs.port, rs.proc.pid, n, pcm)
+            over = (f"{100 * (r['cpu_ms_per_frame'] / p['cpu_ms_per_frame'] - 1):+.0f} %, "
+                    f"{r['lat_p50'] - p['lat_p50']:+.0f} ms")
+            for name, x, o in (("plain", p, ""), (f"ray x{a.replicas}", r, over)):
+                row = (f"| {n} | {name} | {x['fps_min']:.1f} / {x['fps_mean']:.1f} | {x['lat_p50']:.0f} / {x['lat_p99']:.0f} | "
+                       f"{x['interval_p99']:.0f} | {x['lost']} | {x['drift']:.0f} | {x['cpu_ms_per_frame']:.1f} | {o} |")
+                print(row, flush=True)
+                lines.append(row)
+    finally:
+        rs.close()
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write("\n" + "\n".join(lines) + "\n")
