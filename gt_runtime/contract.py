@@ -105,10 +105,13 @@ QUIET = Setting("GT_QUIET", "0", "1: no progress bars (tests and benchmarks set 
 DEBUG = Setting("GT_DEBUG", "0", "1: print the traceback of an internal error (the CLI and the C host)")
 RASTER_ISA = Setting("GT_RASTER_ISA", "", "force the C++ rasterizer's kernels: avx512, avx2 or generic (read by plugins/raster)")
 DEFORM_ISA = Setting("GT_DEFORM_ISA", "", "cap the fused deformation kernels (cpu-fused): avx512, avx2 or generic (read by plugins/deform)")
+AUTOTUNE = Setting("GT_AUTOTUNE", "1", "--engine auto: 1 times the engines that pass parity on the bundle's first frames "
+                   "(cached per machine and bundle in $XDG_CACHE_HOME/gt/autotune.json), refresh: measure again, "
+                   "0: the fixed order")
 ENGINE = Setting("GT_ENGINE", "", "the C host's engine when gt_options.engine is empty (see --engine)")
 RASTER = Setting("GT_RASTER", "", "the C host's rasterizer when gt_options.raster is empty (see --raster)")
 DLIB_SHAPE_PREDICTOR = Setting("GT_DLIB_SHAPE_PREDICTOR", "", "dlib's 68-point model file (default: Debian's libdlib-data)")
 MARCH = Setting("GT_MARCH", "", "build only: extra -march for the C++ extension (setup.py)")
 PYTHON = Setting("GT_PYTHON", "", "the C host's Python interpreter (a venv's bin/python)")
 PYTHONPATH = Setting("GT_PYTHONPATH", "", "the C host's extra module path (where gt_runtime lives)")
-SETTINGS = (QUIET, DEBUG, RASTER_ISA, DEFORM_ISA, ENGINE, RASTER, DLIB_SHAPE_PREDICTOR, MARCH, PYTHON, PYTHONPATH)
+SETTINGS = (QUIET, DEBUG, RASTER_ISA, DEFORM_ISA, AUTOTUNE, ENGINE, RASTER, DLIB_SHAPE_PREDICTOR, MARCH, PYTHON, PYTHONPATH)

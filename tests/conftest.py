@@ -7,6 +7,7 @@ import os
 import pytest
 
 os.environ.setdefault("GT_QUIET", "1")  # no progress bars in test logs
+os.environ.setdefault("GT_AUTOTUNE", "0")  # --engine auto: the fixed order (tests/runtime/test_autotune.py measures)
 
 
 @pytest.fixture(scope="session")

@@ -57,15 +57,17 @@ class PlayResult:
     model_fps: float
     delivered_fps: float
     wall_s: float                 # audio load + front end + engine + raster + encode (setup excluded)
-    setup_s: float = 0.0          # bundle open (hash check) + engine activation
+    setup_s: float = 0.0          # bundle open (hash check) + engine activation (+ --engine auto's measurement)
     stages: dict = field(default_factory=dict)
+    engine_choice: str = ""       # --engine auto: the measured choice and every engine's time, one line
+    overlap: str = ""             # deform/raster overlap: on, off, or the pipeline's measured choice
 
     def fps_report(self) -> str:
         st = ", ".join(f"{k} {v['ms_per_frame']:.1f}" for k, v in self.stages.items())
         return (f"model FPS {self.model_fps:.1f} (engine + raster), delivered FPS {self.delivered_fps:.1f} "
                 f"(everything: audio front end, engine, raster, encode) | {self.frames} frames in {self.wall_s:.2f} s "
                 f"+ {self.setup_s:.2f} s setup | "
-                f"engine {self.engine}, raster {self.raster}, device {self.device} | ms/frame: {st}")
+                f"engine {self.engine}, raster {self.raster}, device {self.device}, overlap {self.overlap} | ms/frame: {st}")
 
 
 def _sink_kind(out: str) -> str:
@@ -107,6 +109,8 @@ def play(cfg: PlayConfig) -> PlayResult:
     log = sys.stderr
     print(f"gt play: engine {info['engine']}, raster {info['raster']}, device {info['device']}, "
           f"{info['gaussians']} Gaussians, {info['width']}x{info['height']}", file=log)
+    if info["engine_choice"]:
+        print(f"gt play: {info['engine_choice']}", file=log)
     n_frames = num_video_frames(pcm.size)
     session = player.session()
     session.timings.add("audio_frontend", t_load, 0)
@@ -154,7 +158,8 @@ def play(cfg: PlayConfig) -> PlayResult:
     result = PlayResult(out=str(cfg.out), frames=count, audio_s=pcm.size / SAMPLE_RATE, video_s=count / player.fps,
                         engine=info["engine"], raster=info["raster"], device=info["device"],
                         model_fps=summary["model_fps"], delivered_fps=summary["delivered_fps"],
-                        wall_s=tm.wall, setup_s=t_run - t_start - t_load, stages=summary["stages"])
+                        wall_s=tm.wall, setup_s=t_run - t_start - t_load, stages=summary["stages"],
+                        engine_choice=info["engine_choice"], overlap=player.pipeline.overlap_mode())
     if cfg.sheet:
         from PIL import Image
 

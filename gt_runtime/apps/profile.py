@@ -21,6 +21,7 @@ JSON schema (`gt-profile/1`), all times in milliseconds per frame unless named b
 
     {"schema": "gt-profile/1",
      "bundle", "engine", "raster", "device", "gaussians", "width", "height",
+     "engine_choice": --engine auto's measured choice as one line (gt_runtime.engines.autotune), or "",
      "timer": "perf_counter" | "cuda-events",
      "machine": {"cpu", "cores", "gpu", "load_avg": [1 min, 5 min, 15 min]},
      "config": {ProfileConfig fields},
@@ -267,6 +268,10 @@ def profile(cfg: ProfileConfig) -> dict:
     player = Player(bundle, engine=cfg.engine, raster=cfg.raster, batch=max(cfg.batch), threads=cfg.threads,
                     overlap=False)
     info = player.describe()
+    if info["engine_choice"] and not cfg.quiet:
+        import sys
+
+        print(f"gt profile: {info['engine_choice']}", file=sys.stderr)
     gpu = player.pipeline.device == "cuda" or player.pipeline.raster == "cuda"
     clock = _Clock(gpu)
     runs = []
@@ -281,7 +286,7 @@ def profile(cfg: ProfileConfig) -> dict:
         player.close()
     conf = {k: (str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)) for k, v in asdict(cfg).items()}
     report = {"schema": SCHEMA, "bundle": str(bundle), **{k: info[k] for k in ("engine", "raster", "device", "gaussians", "width", "height")},
-              "timer": clock.name, "machine": machine_info(info["device"]), "config": conf,
+              "engine_choice": info["engine_choice"], "timer": clock.name, "machine": machine_info(info["device"]), "config": conf,
               "stages": list(STAGES), "runs": runs}
     if cfg.json:
         Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,10 @@ torso of pp(t); output round(clip(rgb, 0, 1) * 255) as uint8 [H, W, 3].
 On CPU the deformation of batch k+1 runs on a worker thread while batch k is
 rasterized (`overlap=True`); both release the GIL (BLAS / ONNX Runtime / the C++
 rasterizer), so on 2 cores the two stages share the machine instead of alternating.
+Whether that is faster depends on the machine and the bundle, so with `overlap=None`
+(auto, CPU engine + C++ rasterizer, >= 2 cores) the first batches are run both ways and
+the faster mode is kept for the pipeline (`OverlapChooser`; `describe()["overlap"]`).
+The frames are the same either way: only the order in which the stages run changes.
 """
 from __future__ import annotations
 
@@ -65,12 +69,54 @@ def resolve_raster(raster: str, device: str) -> str:
     return raster
 
 
+class OverlapChooser:
+    """Sequential or overlapped stages, by the wall time per frame of the first batches each way.
+
+    The first batch is a warm-up; the next `probe` batches run sequentially (the rasterizer on
+    `raster_threads`), then `probe` + 1 batches overlapped (the rasterizer on `overlap_raster_threads`,
+    the first batch fills the worker and is not counted). A batch's time runs from the end of the
+    previous one to the end of its own, the consumer's time (encoding) included, as delivered.
+    `timing(mode, measured_s) -> s` replaces the measured seconds (tests and benchmarks inject it).
+    """
+
+    def __init__(self, probe: int = 3, timing=None):
+        self.probe = int(probe)
+        self.timing = timing
+        self.seconds = {"sequential": [], "overlapped": []}   # seconds per frame of each timed batch
+        self.overlap: bool | None = None                      # the decision, once made
+
+    @property
+    def batches_needed(self) -> int:
+        return 2 * self.probe + 2
+
+    def record(self, mode: str, seconds: float, frames: int) -> None:
+        s = self.timing(mode, seconds) if self.timing else seconds
+        self.seconds[mode].append(s / max(1, frames))
+
+    def decide(self) -> bool:
+        """Keep the mode with the lower median time per frame (ties: sequential, the simpler one)."""
+        seq, ovl = (float(np.median(self.seconds[m])) for m in ("sequential", "overlapped"))
+        self.overlap = bool(ovl < seq)
+        return self.overlap
+
+    def describe(self) -> str:
+        if self.overlap is None:
+            return "auto (not decided yet)"
+        seq, ovl = (1e3 * float(np.median(self.seconds[m])) for m in ("sequential", "overlapped"))
+        return (f"auto: {'overlapped' if self.overlap else 'sequential'} (measured ms/frame: sequential {seq:.1f}, "
+                f"overlapped {ovl:.1f})")
+
+
 class RenderState:
     """Per-stream mutable state: timings, the CUDA rasterizer (buffers, stream), the overlap worker."""
 
     def __init__(self, pipeline: "FramePipeline", overlap: bool | None = None):
         self.timings = Timings()
-        self.overlap = pipeline.default_overlap if overlap is None else overlap
+        if overlap is None:
+            overlap = pipeline.default_overlap
+            if overlap is None:  # the pipeline's measured choice; still None: run_batches measures
+                overlap = pipeline.overlap_chooser.overlap
+        self.overlap = overlap
         self._executor = None
         self._cuda = None
 
@@ -96,12 +142,15 @@ class RenderState:
 class FramePipeline:
     """Immutable per-bundle render pipeline (share it; keep per-stream state in RenderState)."""
 
-    def __init__(self, bundle, engines, raster: str = "auto", overlap: bool | None = None, raster_threads: int | None = None):
+    def __init__(self, bundle, engines, raster: str = "auto", overlap: bool | None = None, raster_threads: int | None = None,
+                 overlap_raster_threads: int | None = None):
         self.bundle = bundle
         self.engines = engines.activate()
         self.device = engines.device
         self.raster = resolve_raster(raster, self.device)
         self.raster_threads = raster_threads  # OpenMP threads of the C++ rasterizer (None: its default)
+        # ... while the deformation runs beside it on the worker (None: raster_threads)
+        self.overlap_raster_threads = overlap_raster_threads or raster_threads
         self.width, self.height = bundle.width, bundle.height
         self.K = bundle.K
         self.sh_degree = bundle.sh_degree
@@ -127,8 +176,18 @@ class FramePipeline:
 
             self._dev = {k: cupy.asarray(v) for k, v in self.canon.items()}
             self._dev["K"] = cupy.asarray(self.K)
-        # Overlap pays off on the CPU (GIL released by BLAS / ORT / C++ raster); the GPU path batches instead.
-        self.default_overlap = overlap if overlap is not None else (self.device == "cpu" and self.raster == "cpu")
+        # Overlap can pay off on the CPU (GIL released by BLAS / ORT / C++ raster): measured when not forced.
+        # The GPU path batches instead.
+        self.overlap_chooser = None
+        if overlap is None and self.device == "cpu" and self.raster == "cpu" and usable_cores() >= 2:
+            self.overlap_chooser = OverlapChooser()
+        self.default_overlap = overlap if overlap is not None else None if self.overlap_chooser else False
+
+    def overlap_mode(self) -> str:
+        """How sessions that do not force it run the stages: "on", "off" or the measured choice."""
+        if self.overlap_chooser is not None:
+            return self.overlap_chooser.describe()
+        return "on" if self.default_overlap else "off"
 
     def describe(self) -> dict:
         dev = "cpu"
@@ -142,7 +201,7 @@ class FramePipeline:
 
             dev = f"cpu: {cpu_name()}, {usable_cores()} cores"
         return {"engine": self.engines.name, "raster": self.raster, "device": dev,
-                "gaussians": self.n, "width": self.width, "height": self.height}
+                "gaussians": self.n, "width": self.width, "height": self.height, "overlap": self.overlap_mode()}
 
     def new_state(self, overlap: bool | None = None) -> RenderState:
         return RenderState(self, overlap)
@@ -166,26 +225,29 @@ class FramePipeline:
         return off, {"audio_encoder": t1 - t0, "deform": t2 - t1, "composite": t3 - t2}
 
     # -- stage B: activations + raster ------------------------------------------------------
-    def render(self, state: RenderState, frames: np.ndarray, off: dict) -> tuple[np.ndarray, dict]:
-        """frames [B], offsets -> (frames uint8 [B, H, W, 3] numpy, stage seconds)."""
+    def render(self, state: RenderState, frames: np.ndarray, off: dict, overlapped: bool = False) -> tuple[np.ndarray, dict]:
+        """frames [B], offsets -> (frames uint8 [B, H, W, 3] numpy, stage seconds).
+
+        overlapped: the deformation runs beside it (the C++ rasterizer then takes overlap_raster_threads).
+        """
         t0 = time.perf_counter()
         if self.raster == "cuda":
             out = self._render_cuda(state, frames, off)
         else:
-            out = self._render_cpu(frames, off)
+            out = self._render_cpu(frames, off, self.overlap_raster_threads if overlapped else self.raster_threads)
         return out, {"raster": time.perf_counter() - t0}
 
-    def _render_cpu(self, frames, off):
+    def _render_cpu(self, frames, off, threads=None):
         from gt_runtime import raster as rast
 
         bgs = off["_backgrounds"]
         off = {k: (v.get() if hasattr(v, "get") else np.asarray(v)) for k, v in off.items() if k != "_backgrounds"}
-        if self.raster == "cpu" and self.raster_threads:
+        if self.raster == "cpu" and threads:
             from gt_runtime.util.cpu import set_omp_threads
             from gt_runtime.raster import _cpu
 
             _cpu.load()  # libgomp must be loaded before its thread count can be set
-            set_omp_threads(self.raster_threads)  # this thread's parallel regions only
+            set_omp_threads(threads)  # this thread's parallel regions only
         out = np.empty((len(frames), self.height, self.width, 3), np.uint8)
         for b, t in enumerate(frames):
             ti = int(self.scene.track_index(int(t)))
@@ -217,18 +279,34 @@ class FramePipeline:
         """Iterate (frames [B], windows [B, 15, 2, D]) batches -> yields frames uint8 [H, W, 3] in order.
 
         With state.overlap the deformation of the next batch runs on the worker thread
-        while this batch is rasterized.
+        while this batch is rasterized. With state.overlap None (auto) the first batches are
+        measured both ways (OverlapChooser) and the rest run the faster way; a call with too
+        few batches to measure runs sequentially and leaves the choice to a later call.
         """
         batches = list(batches)
         if not batches:
             return
+        if state.overlap is None:
+            ch = self.overlap_chooser
+            if ch.overlap is None and len(batches) >= ch.batches_needed:
+                yield from self._choose_overlap(state, batches)
+                return
+            state.overlap = ch.overlap  # decided by this or another session; still None: sequential this call
+        yield from self._run(state, batches, bool(state.overlap))
+
+    def _run(self, state: RenderState, batches: list, overlap: bool, on_batch=None):
+        """Run the batches sequentially or overlapped; on_batch(i) after batch i's frames are consumed."""
         tm = state.timings
-        if not state.overlap or len(batches) == 1:
-            for frames, windows in batches:
+        if not batches:
+            return
+        if not overlap or len(batches) == 1:
+            for i, (frames, windows) in enumerate(batches):
                 off, ta = self.deform(frames, windows)
                 imgs, tb = self.render(state, frames, off)
                 self._account(tm, len(frames), ta, tb)
                 yield from imgs
+                if on_batch:
+                    on_batch(i)
             return
         ex = state.executor
         fut = ex.submit(self.deform, *batches[0])
@@ -236,9 +314,34 @@ class FramePipeline:
             off, ta = fut.result()
             if i + 1 < len(batches):
                 fut = ex.submit(self.deform, *batches[i + 1])
-            imgs, tb = self.render(state, frames, off)
+            imgs, tb = self.render(state, frames, off, overlapped=True)
             self._account(tm, len(frames), ta, tb)
             yield from imgs
+            if on_batch:
+                on_batch(i)
+
+    def _choose_overlap(self, state: RenderState, batches: list):
+        """Warm-up + probe batches sequential, probe + 1 overlapped, the rest the faster way."""
+        ch = self.overlap_chooser
+        n_seq = ch.probe + 1
+        seq, ovl, rest = batches[:n_seq], batches[n_seq:ch.batches_needed], batches[ch.batches_needed:]
+
+        def timer(mode, part):
+            last = [time.perf_counter()]
+
+            def on_batch(i):
+                now = time.perf_counter()
+                if i > 0:  # batch 0: warm-up (sequential) or filling the worker (overlapped)
+                    ch.record(mode, now - last[0], len(part[i][0]))
+                last[0] = now
+            return on_batch
+
+        yield from self._run(state, seq, False, timer("sequential", seq))
+        yield from self._run(state, ovl, True, timer("overlapped", ovl))
+        if ch.overlap is None:
+            ch.decide()
+        state.overlap = ch.overlap
+        yield from self._run(state, rest, state.overlap)
 
     @staticmethod
     def _account(tm: Timings, nframes: int, ta: dict, tb: dict) -> None:

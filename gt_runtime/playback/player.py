@@ -27,30 +27,41 @@ class Player:
 
     def __init__(self, bundle: Bundle | str | Path, engine: str = "auto", raster: str = "auto",
                  batch: int = 1, threads: int | None = None, overlap: bool | None = None):
-        from gt_runtime.engines.select import resolve_engine_name, select_engine
+        from gt_runtime.engines.select import choose_engine, gpu_available, resolve_engine_name
         from gt_runtime.playback.pipeline import resolve_raster
 
         if not isinstance(bundle, Bundle):
             bundle = Bundle.open(bundle)
         self.bundle = bundle
         self.batch = int(batch)
-        name = resolve_engine_name(bundle, engine)
-        device = "cuda" if name in ("array-cupy", "onnxruntime-cuda") or name.startswith("tensorrt") else "cpu"
+        gpu = gpu_available()
+        if engine == "auto":  # every candidate of auto runs where the fixed order's choice would
+            device = "cuda" if gpu else "cpu"
+        else:
+            name = resolve_engine_name(bundle, engine, gpu)
+            device = "cuda" if name in ("array-cupy", "onnxruntime-cuda") or name.startswith(("tensorrt", "cuda-")) else "cpu"
         raster = resolve_raster(raster, device)
-        # CPU: overlap deform (worker thread) with raster (caller's thread), each on its share of the cores,
-        # so that neither library's thread pool oversubscribes the machine.
+        # CPU threads: forced overlap splits the cores between deform (worker thread) and raster (caller's
+        # thread) so that neither library's pool oversubscribes the machine; sequential stages and the
+        # measured choice (overlap=None) give the engine every core, and the rasterizer every core when it
+        # runs alone, half of them beside the deformation.
         cores = usable_cores()
-        if overlap is None:
-            overlap = device == "cpu" and raster == "cpu" and cores >= 2
-        engine_threads = threads or (max(1, cores // 2) if overlap else cores)
+        half = max(1, cores // 2)
+        engine_threads = threads or (half if overlap else cores)
         raster_threads = max(1, cores - engine_threads) if overlap else cores
-        self.engines = select_engine(bundle, name, threads=engine_threads, max_batch=max(8, self.batch))
-        self.pipeline = FramePipeline(bundle, self.engines, raster, overlap, raster_threads=raster_threads)
+        overlap_raster_threads = raster_threads if overlap else half
+        self.engines, self.engine_choice = choose_engine(bundle, engine, gpu, threads=engine_threads,
+                                                         max_batch=max(8, self.batch), batch=self.batch)
+        self.pipeline = FramePipeline(bundle, self.engines, raster, overlap, raster_threads=raster_threads,
+                                      overlap_raster_threads=overlap_raster_threads)
         self.width, self.height, self.fps = bundle.width, bundle.height, bundle.fps
 
     def describe(self) -> dict:
-        """{"engine", "raster", "device", "gaussians", "width", "height"}."""
-        return self.pipeline.describe()
+        """{"engine", "raster", "device", "gaussians", "width", "height", "overlap", "engine_choice"}.
+
+        engine_choice: the measured choice of `--engine auto` as one line (gt_runtime.engines.autotune), or "".
+        """
+        return dict(self.pipeline.describe(), engine_choice=self.engine_choice.line() if self.engine_choice else "")
 
     def session(self, batch: int | None = None, overlap: bool | None = None) -> Session:
         """A new streaming session (all per-stream state)."""
