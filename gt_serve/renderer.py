@@ -89,20 +89,19 @@ class Renderer:
 
     # -- the thread ------------------------------------------------------------------------
     def _take(self, block: bool, share: int = 1) -> list[Job]:
-        """Up to max_batch queued jobs, urgent first; with `share` > 1 deform workers free, a 1/share part of the queue."""
+        """Up to max_batch urgent jobs, else background ones; with `share` > 1 deform workers free, a 1/share part of the queue."""
         with self._cv:
             while block and not self._q and not self._bg and not self._stop:
                 self._cv.wait()
             jobs = []
             if self._stop:
                 return jobs   # queued jobs are dropped: their streams are gone with the server
-            live = len(self._q) + len(self._bg)
-            size = min(self.max_batch, max(1, -(-live // max(1, share))))
-            for q in (self._q, self._bg):
-                while q and len(jobs) < size:
-                    j = q.popleft()
-                    if not j.cancelled:
-                        jobs.append(j)
+            q = self._q or self._bg   # background jobs only when no stream waits (never in an urgent batch)
+            size = min(self.max_batch, max(1, -(-len(q) // max(1, share))))
+            while q and len(jobs) < size:
+                j = q.popleft()
+                if not j.cancelled:
+                    jobs.append(j)
             return jobs
 
     def _deform(self, jobs):
