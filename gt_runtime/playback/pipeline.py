@@ -72,22 +72,24 @@ def resolve_raster(raster: str, device: str) -> str:
 class OverlapChooser:
     """Sequential or overlapped stages, by the wall time per frame of the first batches each way.
 
-    The first batch is a warm-up; the next `probe` batches run sequentially (the rasterizer on
-    `raster_threads`), then `probe` + 1 batches overlapped (the rasterizer on `overlap_raster_threads`,
-    the first batch fills the worker and is not counted). A batch's time runs from the end of the
-    previous one to the end of its own, the consumer's time (encoding) included, as delivered.
+    The first `warmup` batches run sequentially, untimed (caches, the encoder starting). Then
+    `probe` rounds, each of one sequential batch (the rasterizer on `raster_threads`) and two
+    overlapped ones (the rasterizer on `overlap_raster_threads`; the first fills the worker and
+    is not counted): interleaved, so a machine whose load changes, or a pipeline still warming
+    up, favours neither mode. A batch's time runs from the end of the previous one to the end
+    of its own, the consumer's time (encoding) included, as delivered.
     `timing(mode, measured_s) -> s` replaces the measured seconds (tests and benchmarks inject it).
     """
 
-    def __init__(self, probe: int = 3, timing=None):
-        self.probe = int(probe)
+    def __init__(self, probe: int = 3, timing=None, warmup: int = 2):
+        self.probe, self.warmup = int(probe), int(warmup)
         self.timing = timing
         self.seconds = {"sequential": [], "overlapped": []}   # seconds per frame of each timed batch
         self.overlap: bool | None = None                      # the decision, once made
 
     @property
     def batches_needed(self) -> int:
-        return 2 * self.probe + 2
+        return self.warmup + 3 * self.probe
 
     def record(self, mode: str, seconds: float, frames: int) -> None:
         s = self.timing(mode, seconds) if self.timing else seconds
@@ -321,23 +323,25 @@ class FramePipeline:
                 on_batch(i)
 
     def _choose_overlap(self, state: RenderState, batches: list):
-        """Warm-up + probe batches sequential, probe + 1 overlapped, the rest the faster way."""
+        """Warm-up batches sequential, probe rounds of (1 sequential, 2 overlapped), the rest the faster way."""
         ch = self.overlap_chooser
-        n_seq = ch.probe + 1
-        seq, ovl, rest = batches[:n_seq], batches[n_seq:ch.batches_needed], batches[ch.batches_needed:]
 
         def timer(mode, part):
             last = [time.perf_counter()]
 
             def on_batch(i):
                 now = time.perf_counter()
-                if i > 0:  # batch 0: warm-up (sequential) or filling the worker (overlapped)
+                if mode == "sequential" or i > 0:  # overlapped batch 0 fills the worker
                     ch.record(mode, now - last[0], len(part[i][0]))
                 last[0] = now
             return on_batch
 
-        yield from self._run(state, seq, False, timer("sequential", seq))
-        yield from self._run(state, ovl, True, timer("overlapped", ovl))
+        yield from self._run(state, batches[:ch.warmup], False)
+        for i in range(ch.warmup, ch.batches_needed, 3):
+            seq, ovl = batches[i:i + 1], batches[i + 1:i + 3]
+            yield from self._run(state, seq, False, timer("sequential", seq))
+            yield from self._run(state, ovl, True, timer("overlapped", ovl))
+        rest = batches[ch.batches_needed:]
         if ch.overlap is None:
             ch.decide()
         state.overlap = ch.overlap

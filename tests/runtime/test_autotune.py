@@ -187,3 +187,29 @@ def test_real_candidates_and_the_player(bundle, cache_dir):
     q = Player(bundle, raster="auto")  # second player: from the cache
     assert q.engine_choice.cached and q.engines.name == choice.name
     q.close()
+
+
+def test_gt_play_prints_the_choice(bundle, tmp_path, capsys):
+    from gt_runtime.apps.play import PlayConfig, play
+    from tests.support.speech import speech
+    import soundfile as sf
+
+    sf.write(tmp_path / "s.wav", speech(0.4), 16000)
+    r = play(PlayConfig(speech=tmp_path / "s.wav", bundle=bundle.path, out=str(tmp_path / "f"), fps=True, quiet=True))
+    err = capsys.readouterr().err
+    assert f"gt play: auto chose {r.engine} (measured in" in err and r.engine_choice in err
+    assert f"overlap {r.overlap} |" in err and r.overlap
+
+
+def test_ort_fp32_stand_in_before_onnx_is_imported(random_bundle, monkeypatch):
+    """Without `onnx` imported, ORT FP32 is timed on the bundle's graph and, if it wins, the caller builds the real engine."""
+    pytest.importorskip("onnxruntime")
+    b = Bundle.open(random_bundle(n_gaussians=400, sh_degree=1, num_layers=1, width=24, height=20, n_track_frames=4))
+    monkeypatch.setattr(autotune, "_onnx_imported", lambda: False)
+    es = autotune._builder(b, False, 1, 8)("onnxruntime-fp32")
+    assert es.stand_in and es.deform.name == "onnxruntime-cpu-fp32"  # the bundle's graph, not "-fast"
+    monkeypatch.setattr(autotune, "candidates", lambda bundle, gpu: ["onnxruntime-fp32"])
+    choice, es = autotune.choose(b, False, threads=1)
+    assert choice.name == "onnxruntime-fp32" and es is None
+    es, choice = choose_engine(b, "auto", gpu=False, threads=1)  # the real engine is built
+    assert choice.cached and es.name == "onnxruntime-fp32" and not getattr(es, "stand_in", False)

@@ -32,7 +32,7 @@ def _frames(p, pcm, overlap=None):
 
 @pytest.mark.parametrize("faster", ["sequential", "overlapped"])
 def test_keeps_the_faster_mode_and_the_same_frames(bundle, faster):
-    pcm = speech(1.2)  # 30 frames = 15 batches of 2: 8 to measure, 7 after the choice
+    pcm = speech(1.2)  # 30 frames = 15 batches of 2: 11 to measure, 4 after the choice
     p = _player(bundle)
     ch = p.pipeline.overlap_chooser
     assert ch is not None and p.describe()["overlap"] == "auto (not decided yet)"
@@ -66,7 +66,7 @@ def test_real_measurement_decides(bundle):
 def test_too_few_batches_leave_it_undecided(bundle):
     p = _player(bundle)
     ch = p.pipeline.overlap_chooser
-    frames = _frames(p, speech(0.4))  # 10 frames = 5 batches < 8
+    frames = _frames(p, speech(0.4))  # 10 frames = 5 batches < 11
     assert len(frames) == 10 and ch.overlap is None and not ch.seconds["sequential"]
     p.close()
 
