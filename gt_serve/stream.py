@@ -129,6 +129,7 @@ class Stream:
         self.idle_once = False         # fast pace: send one idle frame (after an interrupt)
         self.cut_uid = 0               # utterances below this were dropped by an interrupt
         self.end_pending = False       # the pump owes the client a speech_end (interrupted) before its next frame
+        self.last_idle = None          # JPEG of the last idle frame sent (held while the idle cache warms up)
         self.closed = False
         self.wake = asyncio.Event()
         self.loop = asyncio.get_running_loop()
@@ -294,7 +295,11 @@ class Stream:
         ti = int(pingpong(self.track_pos, self.avatar.track_frames))
         jpeg = self.avatar.idle.cached(ti)
         if jpeg is None:
-            jpeg = await self.avatar.idle.request(ti)
+            # Not rendered yet (the server is warming up): render it in the background and hold the last
+            # idle picture meanwhile, so that idle frames never take the renderer from speech.
+            self.avatar.idle.request(ti, urgent=False)
+            jpeg = self.last_idle or await self.avatar.idle.request(ti)
+        self.last_idle = jpeg
         await self._flush_end()
         await self._send_bytes(pack_frame(self.index, jpeg, SILENT_AUDIO, False))
         self.index += 1
@@ -305,7 +310,7 @@ class Stream:
         for k in range(IDLE_PREFETCH):
             ti = int(pingpong(self.track_pos + k, self.avatar.track_frames))
             if self.avatar.idle.cached(ti) is None:
-                self.avatar.idle.request(ti)
+                self.avatar.idle.request(ti, urgent=False)
 
     async def _pump_realtime(self) -> None:
         t0 = self.loop.time()
