@@ -73,10 +73,11 @@ class OverlapChooser:
     """Sequential or overlapped stages, by the wall time per frame of the first batches each way.
 
     The first `warmup` batches run sequentially, untimed (caches, the encoder starting). Then
-    `probe` rounds, each of one sequential batch (the rasterizer on `raster_threads`) and two
-    overlapped ones (the rasterizer on `overlap_raster_threads`; the first fills the worker and
-    is not counted): interleaved, so a machine whose load changes, or a pipeline still warming
-    up, favours neither mode. A batch's time runs from the end of the previous one to the end
+    `probe` rounds, each of one sequential batch (the rasterizer on `raster_threads`) and three
+    overlapped ones (the rasterizer on `overlap_raster_threads`), of which only the middle one
+    counts: the first fills the worker, and the last is rasterized with no deformation beside
+    it, which steady overlap never does. Interleaved, so a machine whose load changes, or a
+    pipeline still warming up, favours neither mode. A batch's time runs from the end of the previous one to the end
     of its own, the consumer's time (encoding) included, as delivered.
     `timing(mode, measured_s) -> s` replaces the measured seconds (tests and benchmarks inject it).
     """
@@ -89,7 +90,7 @@ class OverlapChooser:
 
     @property
     def batches_needed(self) -> int:
-        return self.warmup + 3 * self.probe
+        return self.warmup + 4 * self.probe
 
     def record(self, mode: str, seconds: float, frames: int) -> None:
         s = self.timing(mode, seconds) if self.timing else seconds
@@ -188,7 +189,8 @@ class FramePipeline:
     def overlap_mode(self) -> str:
         """How sessions that do not force it run the stages: "on", "off" or the measured choice."""
         if self.overlap_chooser is not None:
-            return self.overlap_chooser.describe()
+            return (f"{self.overlap_chooser.describe()}, raster threads {self.raster_threads or 'default'} alone / "
+                    f"{self.overlap_raster_threads or 'default'} beside the deformation")
         return "on" if self.default_overlap else "off"
 
     def describe(self) -> dict:
@@ -323,7 +325,7 @@ class FramePipeline:
                 on_batch(i)
 
     def _choose_overlap(self, state: RenderState, batches: list):
-        """Warm-up batches sequential, probe rounds of (1 sequential, 2 overlapped), the rest the faster way."""
+        """Warm-up batches sequential, probe rounds of (1 sequential, 3 overlapped), the rest the faster way."""
         ch = self.overlap_chooser
 
         def timer(mode, part):
@@ -331,14 +333,14 @@ class FramePipeline:
 
             def on_batch(i):
                 now = time.perf_counter()
-                if mode == "sequential" or i > 0:  # overlapped batch 0 fills the worker
+                if mode == "sequential" or 0 < i < len(part) - 1:  # see OverlapChooser
                     ch.record(mode, now - last[0], len(part[i][0]))
                 last[0] = now
             return on_batch
 
         yield from self._run(state, batches[:ch.warmup], False)
-        for i in range(ch.warmup, ch.batches_needed, 3):
-            seq, ovl = batches[i:i + 1], batches[i + 1:i + 3]
+        for i in range(ch.warmup, ch.batches_needed, 4):
+            seq, ovl = batches[i:i + 1], batches[i + 1:i + 4]
             yield from self._run(state, seq, False, timer("sequential", seq))
             yield from self._run(state, ovl, True, timer("overlapped", ovl))
         rest = batches[ch.batches_needed:]
