@@ -89,19 +89,22 @@ class Renderer:
 
     # -- the thread ------------------------------------------------------------------------
     def _take(self, block: bool, share: int = 1) -> list[Job]:
-        """Up to max_batch urgent jobs, else background ones; with `share` > 1 deform workers free, a 1/share part of the queue."""
+        """Up to max_batch urgent jobs (+ one background job), else background ones; with `share` > 1 deform workers
+        free, a 1/share part of the queue."""
         with self._cv:
             while block and not self._q and not self._bg and not self._stop:
                 self._cv.wait()
             jobs = []
             if self._stop:
                 return jobs   # queued jobs are dropped: their streams are gone with the server
-            q = self._q or self._bg   # background jobs only when no stream waits (never in an urgent batch)
+            q = self._q or self._bg
             size = min(self.max_batch, max(1, -(-len(q) // max(1, share))))
             while q and len(jobs) < size:
                 j = q.popleft()
                 if not j.cancelled:
                     jobs.append(j)
+            if q is self._q and self._bg and jobs and len(jobs) < self.max_batch:
+                jobs.append(self._bg.popleft())   # one background job rides along: the prewarm goes on under load
             return jobs
 
     def _deform(self, jobs):

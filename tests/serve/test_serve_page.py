@@ -45,10 +45,7 @@ def _stats(b):
                                  "latency: gtStats.latencyMs, now: performance.now()})"))
 
 
-def test_page_shows_a_talking_face(browser_page, avatars):
-    from test_serve_protocol import wait_idle_cache
-
-    wait_idle_cache(avatars["default"])
+def test_page_shows_a_talking_face(browser_page):
     b = browser_page
     t_end = time.time() + 60
     s = _stats(b)
@@ -69,11 +66,8 @@ def test_page_shows_a_talking_face(browser_page, avatars):
     assert shot.stat().st_size > 10_000
 
 
-def test_page_stop_and_file_upload(browser_page, avatars, tmp_path):
+def test_page_stop_and_file_upload(browser_page, tmp_path):
     """Stop interrupts (speech frames stop, idle frames go on); a speech file uploaded through the page plays."""
-    from test_serve_protocol import wait_idle_cache
-
-    wait_idle_cache(avatars["default"])
     b = browser_page
     t_end = time.time() + 60
     while _stats(b)["speech"] < 10 and time.time() < t_end:
