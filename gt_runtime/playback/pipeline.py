@@ -212,7 +212,11 @@ class FramePipeline:
 
     # -- stage A: tokens + deform --------------------------------------------------------
     def deform(self, frames: np.ndarray, windows: np.ndarray) -> tuple[dict, dict]:
-        """frames [B] (speech frame indices), windows [B, 15, 2, D] -> (offsets dict, stage seconds)."""
+        """frames [B] (speech frame indices), windows [B, 15, 2, D] -> (offsets dict, stage seconds).
+
+        The dict holds the offsets {dmu [B,N,3], ...}, or {"_gaussians": the activated Gaussians [B, N, ...]}
+        when the engine fuses the activation; "_backgrounds" holds the B composited backgrounds.
+        """
         t0 = time.perf_counter()
         atok = self.engines.audio.infer({"audio_window": np.ascontiguousarray(windows, np.float32)})["audio_token"]
         t1 = time.perf_counter()
@@ -221,7 +225,13 @@ class FramePipeline:
         # the only per-frame uploads (4 x [B, 64]); the Gaussians stay on the device
         dev = [xp.asarray(a, dtype=xp.float32) for a in (atok, self.eye_tokens[ti], self.view_tokens[ti], self.null)]
         tokens = reference.stack_tokens(*dev, xp)
-        off = self.engines.deform.infer({"tokens": xp.ascontiguousarray(tokens)})
+        tokens = xp.ascontiguousarray(tokens)
+        fused = getattr(self.engines.deform, "activated", None)
+        if fused is not None:
+            # fused engines (cpu-fused, cuda-fused) write the activated Gaussians themselves: no offsets pass
+            off = {"_gaussians": fused(tokens, self._dev if self.raster == "cuda" else self.canon)}
+        else:
+            off = self.engines.deform.infer({"tokens": tokens})
         t2 = time.perf_counter()
         # Backgrounds (torso PNG decode + composite) are fetched here, on the overlap worker, not in the raster stage.
         off["_backgrounds"] = [self.scene.background_of_track(int(i)) for i in np.atleast_1d(ti)]
@@ -245,7 +255,8 @@ class FramePipeline:
         from gt_runtime import raster as rast
 
         bgs = off["_backgrounds"]
-        off = {k: (v.get() if hasattr(v, "get") else np.asarray(v)) for k, v in off.items() if k != "_backgrounds"}
+        fused = off.get("_gaussians")
+        off = {k: (v.get() if hasattr(v, "get") else np.asarray(v)) for k, v in off.items() if not k.startswith("_")}
         if self.raster == "cpu" and threads:
             from gt_runtime.util.cpu import set_omp_threads
             from gt_runtime.raster import _cpu
@@ -256,7 +267,10 @@ class FramePipeline:
         for b, t in enumerate(frames):
             ti = int(self.scene.track_index(int(t)))
             # frame by frame: one frame's activated Gaussians in cache for the rasterizer
-            g = reference.apply_offsets(self.canon, {k: v[b] for k, v in off.items()}, np)
+            if fused is not None:
+                g = {k: v[b] for k, v in fused.items()}
+            else:
+                g = reference.apply_offsets(self.canon, {k: v[b] for k, v in off.items()}, np)
             img = rast.rasterize(g["means"], g["quats"], g["scales"], g["opacities"], g["sh"], self.scene.viewmats[ti], self.K,
                                  self.width, self.height, background=bgs[b], backend=self.raster)
             to_uint8(img, out[b])
@@ -268,9 +282,12 @@ class FramePipeline:
         d = self._dev
         bsz = len(frames)
         bg = cp.asarray(np.stack(off["_backgrounds"]))
-        off = {k: cp.asarray(v) for k, v in off.items() if k != "_backgrounds"}
         ti = self.scene.track_index(np.asarray(frames))
-        g = reference.apply_offsets(d, off, cp)                    # the whole batch: [B, N, ...]
+        if "_gaussians" in off:
+            g = off["_gaussians"]                                  # written by a fused engine on the device
+        else:
+            off = {k: cp.asarray(v) for k, v in off.items() if not k.startswith("_")}
+            g = reference.apply_offsets(d, off, cp)                # the whole batch: [B, N, ...]
         viewmats = cp.asarray(self.scene.viewmats[ti])
         r = state.cuda_rasterizer()
         img = r.render(g["means"], g["quats"], g["scales"], g["opacities"], g["sh"], viewmats, cp.broadcast_to(d["K"], (bsz, 3, 3)),
