@@ -310,7 +310,7 @@ def main(argv=None) -> None:
                     help="also one fast session this long (at most 10): A/V drift and frame count over it")
     ap.add_argument("--out", type=Path, default=None, help="append the markdown tables here")
     ap.add_argument("--ray", action="store_true", help="plain gt serve against gt serve --ray, per N (tools/bench/serve_load_ray.py)")
-    ap.add_argument("--replicas", type=int, default=1, help="with --ray: Ray Serve replicas (1 CPU each)")
+    ap.add_argument("--replicas", type=int, default=1, help="with --ray: Ray Serve replicas (the cores shared out between them)")
     a = ap.parse_args(argv)
     if max(a.clients) > MAX_CLIENTS or a.seconds > MAX_SECONDS or a.throughput > MAX_CLIENTS:
         ap.error(f"at most {MAX_CLIENTS} clients and {MAX_SECONDS:.0f} s of audio per client")

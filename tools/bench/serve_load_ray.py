@@ -3,10 +3,12 @@
     python -m tools.bench.serve_load --ray                          # 1, 2, 4, 8 clients, 1 replica
     python -m tools.bench.serve_load --ray --replicas 2 --clients 4 --seconds 10 --out tools/bench/RESULTS.md
 
-For each N: plain `gt serve` (a fresh subprocess, as serve_load does) and `gt serve --ray` (a local Ray instance,
---replicas replicas of 1 CPU each, started once for the run) take the same N realtime clients. Both report per
-session FPS, latency p50/p99, frame-interval p99, frames lost, and the CPU time of the server's whole process tree
-per delivered frame (Ray: driver, GCS, raylet, proxy, controller and replicas). Ray's overhead = its CPU per frame
+Plain `gt serve` first (a fresh subprocess per N, as serve_load does; nothing of Ray running, whose idle
+daemons would slow it), then `gt serve --ray` (one local Ray instance for every N; --replicas replicas sharing
+the machine's cores, --num-cpus each, as Ray caps a replica's OpenMP threads to its CPUs) with the same N
+realtime clients, then `fast` throughput. Both report per session FPS, latency p50/p99, frame-interval p99,
+frames lost, and the CPU time of the server's whole process tree per delivered frame (Ray: driver, GCS, raylet,
+proxy, controller and replicas). Ray's overhead = its CPU per frame
 over plain's, and its latency p50 minus plain's.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench.serve_load import MAX_CLIENTS, Server, free_port, machine, realtime_client, speech
+from tools.bench.serve_load import MAX_CLIENTS, Server, fast_client, free_port, machine, realtime_client, speech
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -77,7 +79,7 @@ class RayServer:
     def __init__(self, bundle: str | None, replicas: int, max_sessions: int = MAX_CLIENTS):
         self.port = free_port()
         cmd = [sys.executable, "-c", "from gt_cli.app import main; main()", "serve", "--ray", "--port", str(self.port),
-               "--replicas", str(replicas), "--num-cpus", "1", "--max-sessions", str(max_sessions)]
+               "--replicas", str(replicas), "--num-cpus", str(self.num_cpus(replicas)), "--max-sessions", str(max_sessions)]
         if bundle:
             cmd += ["--bundle", bundle]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -94,6 +96,11 @@ class RayServer:
                 self.close()
                 raise RuntimeError(f"gt serve --ray did not start: {self.proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.3)
+
+    @staticmethod
+    def num_cpus(replicas: int) -> int:
+        """The machine's cores shared out between the replicas (Ray sets OMP_NUM_THREADS of a replica to its CPUs)."""
+        return max(1, (os.cpu_count() or 1) // replicas)
 
     def health(self) -> dict:
         return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5).read())
@@ -132,34 +139,72 @@ def measure(port: int, pid: int, n: int, pcm: np.ndarray) -> dict:
             "mem_per_session_mb": (max(peak[0], rss0) - rss0) / n}
 
 
+def fast_round(a, port: int, pid: int, pcm: np.ndarray) -> tuple[float, float]:
+    """a.throughput `fast` clients at once -> (frames per second of all sessions, CPU ms per frame of the server tree)."""
+    async def main():
+        return await asyncio.gather(*(fast_client(port, pcm) for _ in range(a.throughput)))
+    c0, t0 = cpu_s(pid), time.perf_counter()
+    frames = sum(asyncio.run(main()))
+    return frames / (time.perf_counter() - t0), 1e3 * (cpu_s(pid) - c0) / frames
+
+
+def measure_all(a, server, pcm: np.ndarray, fast_pcm: np.ndarray, rounds: int = 3) -> tuple[dict, tuple]:
+    """Every N on one server kind (`server(n)` -> a started server, reused when it returns the same one), then the
+    `fast` throughput, best of `rounds` -> ({N: row}, (fps, cpu ms per frame))."""
+    rows, best = {}, (0.0, 0.0)
+    for n in (c for c in a.clients if c > 0):
+        srv = server()
+        rows[n] = measure(srv.port, srv.proc.pid, n, pcm)
+    if a.throughput:
+        srv = server()
+        for _ in range(rounds):
+            best = max(best, fast_round(a, srv.port, srv.proc.pid, fast_pcm))
+    return rows, best
+
+
 def run(a) -> None:
-    """serve_load.main's arguments (a) with --ray: the plain and Ray tables side by side."""
-    pcm = speech(a.seconds)
+    """serve_load.main's arguments (a) with --ray: plain `gt serve` for every N (nothing of Ray running), then
+    `gt serve --ray` for every N; the rows side by side."""
+    pcm, fast_pcm = speech(a.seconds), speech(a.throughput_seconds)
     head = [f"Machine: {machine()}; bundle {a.bundle or 'default (128 px, 6000 Gaussians)'}; {a.seconds:.0f} s of speech per "
-            f"client at real time; plain `gt serve` against `gt serve --ray --replicas {a.replicas}` (local Ray, 1 CPU per "
-            "replica), in turn for each N.", "",
+            f"client at real time; plain `gt serve` (a fresh server per N), then `gt serve --ray --replicas {a.replicas} "
+            f"--num-cpus {RayServer.num_cpus(a.replicas)}` (local Ray, one instance for every N).", "",
             "| clients | server | FPS min / mean | latency p50 / p99 (ms) | frame interval p99 (ms) | frames lost | A/V drift "
             "| CPU per frame (ms, server tree) | Ray overhead (CPU per frame, latency p50) |", "|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(head), flush=True)
-    lines = list(head)
+    held = []
+
+    def plain():
+        while held:
+            held.pop().close()
+        held.append(Server(a.bundle, a.max_batch))
+        return held[-1]
+
+    try:
+        p_rows, p_best = measure_all(a, plain, pcm, fast_pcm)
+    finally:
+        while held:
+            held.pop().close()
     rs = RayServer(a.bundle, a.replicas)
     try:
-        for n in (c for c in a.clients if c > 0):
-            srv = Server(a.bundle, a.max_batch)
-            try:
-                p = measure(srv.port, srv.proc.pid, n, pcm)
-            finally:
-                srv.close()
-            r = measure(rs.port, rs.proc.pid, n, pcm)
-            over = (f"{100 * (r['cpu_ms_per_frame'] / p['cpu_ms_per_frame'] - 1):+.0f} %, "
-                    f"{r['lat_p50'] - p['lat_p50']:+.0f} ms")
-            for name, x, o in (("plain", p, ""), (f"ray x{a.replicas}", r, over)):
-                row = (f"| {n} | {name} | {x['fps_min']:.1f} / {x['fps_mean']:.1f} | {x['lat_p50']:.0f} / {x['lat_p99']:.0f} | "
-                       f"{x['interval_p99']:.0f} | {x['lost']} | {x['drift']:.0f} | {x['cpu_ms_per_frame']:.1f} | {o} |")
-                print(row, flush=True)
-                lines.append(row)
+        r_rows, r_best = measure_all(a, lambda: rs, pcm, fast_pcm)
     finally:
         rs.close()
+    lines = list(head)
+    for n, p in p_rows.items():
+        r = r_rows[n]
+        over = f"{100 * (r['cpu_ms_per_frame'] / p['cpu_ms_per_frame'] - 1):+.0f} %, {r['lat_p50'] - p['lat_p50']:+.0f} ms"
+        for name, x, o in (("plain", p, ""), (f"ray x{a.replicas}", r, over)):
+            lines.append(f"| {n} | {name} | {x['fps_min']:.1f} / {x['fps_mean']:.1f} | {x['lat_p50']:.0f} / {x['lat_p99']:.0f} | "
+                         f"{x['interval_p99']:.0f} | {x['lost']} | {x['drift']:.0f} | {x['cpu_ms_per_frame']:.1f} | {o} |")
+    if a.throughput:
+        (pf, pc), (rf, rc) = p_best, r_best
+        lines += ["", f"Throughput, {a.throughput} `fast` clients x {a.throughput_seconds:.0f} s of speech (every frame a speech "
+                  "frame), best of 3 rounds:", "",
+                  "| server | frames per second (all sessions) | CPU per frame (ms, server tree) |", "|---|---|---|",
+                  f"| plain | {pf:.1f} | {pc:.1f} |",
+                  f"| ray x{a.replicas} | {rf:.1f} ({100 * (rf / pf - 1):+.0f} %) | {rc:.1f} ({100 * (rc / pc - 1):+.0f} %) |"]
+    print("\n".join(lines[len(head):]), flush=True)
     if a.out:
         with open(a.out, "a") as f:
             f.write("\n" + "\n".join(lines) + "\n")
