@@ -352,10 +352,6 @@ def serve_ray(cfg: ServeConfig, ro: RayOptions, write: Path | None = None) -> No
         ray.shutdown()
 
 
-__all__ = ["RayOptions", "ReplicaAvatars", "ProxyMiddleware", "build_app", "deploy", "proxy_middlewares", "serve_ray",
-           "write_config"]
-
-
 def parse_autoscale(text: str | None) -> tuple[int, int] | None:
     """"MIN:MAX" -> (MIN, MAX); None -> None."""
     if text is None:
@@ -365,3 +361,7 @@ def parse_autoscale(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise InputError(f"--autoscale {text}: expected MIN:MAX replicas, e.g. 1:4") from None
     return lo, hi
+
+
+__all__ = ["RayOptions", "ReplicaAvatars", "ProxyMiddleware", "build_app", "deploy", "parse_autoscale", "proxy_middlewares",
+           "serve_ray", "write_config"]
