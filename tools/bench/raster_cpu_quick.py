@@ -40,9 +40,9 @@ def bench(sizes, counts, reps):
         for size in sizes:
             s = head_scene(n, size, size, sh_degree=3)
             _cpu.forward(**s)
-            fwd, fwd_cpu = median_ms_cpu(lambda: _cpu.forward(**s), reps)
+            fwd, fwd_cpu = median_ms_cpu(lambda s=s: _cpu.forward(**s), reps)
 
-            def fb():
+            def fb(s=s):
                 img, st = _cpu.forward_with_state(**s)
                 _cpu.backward(st, np.ones_like(img))
 

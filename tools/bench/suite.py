@@ -144,13 +144,13 @@ def bench_deform(cache, counts, layers, reps, budget) -> list[dict]:
             b = Bundle.open(bundle_for(cache, n, 256, L))
             eager = EagerTorch(b)
             ref = [o.numpy() for o in eager.deform(tok)[:5]]
-            t_torch = time_cpu(lambda: eager.deform(tok), reps, budget)
+            t_torch = time_cpu(lambda eager=eager: eager.deform(tok), reps, budget)
             rows.append({"L": L, "N": n, "engine": "torch (eager)", "ms": t_torch, "x": 1.0, "err": 0.0})
             for name in ENGINES:
                 es = engine_set(b, name)
                 out = es.deform.infer({"tokens": tok})
                 err = max(float(np.abs(np.asarray(out[k]) - r).max()) for k, r in zip(("dmu", "drot", "dscale", "dsh", "dopacity"), ref))
-                ms = time_cpu(lambda: es.deform.infer({"tokens": tok}), reps, budget)
+                ms = time_cpu(lambda es=es: es.deform.infer({"tokens": tok}), reps, budget)
                 es.deactivate()
                 rows.append({"L": L, "N": n, "engine": es.name, "ms": ms, "x": t_torch / ms, "err": err})
                 print(f"[deform] L={L} N={n} {es.name}: {ms:.1f} ms ({t_torch / ms:.2f}x torch {t_torch:.1f} ms), max err {err:.2g}",
@@ -175,7 +175,7 @@ def bench_frame(cache, n, sizes, engines, reps, budget) -> list[dict]:
         sc = pipe0.scene
         ti = int(sc.track_index(3))
         args = (win[0], float(sc.blink[ti]), sc.c2w[ti], sc.viewmats[ti], np.asarray(b.K, np.float32), sc.background_of_track(ti))
-        t_ms = time_cpu(lambda: eager.frame(*args), reps, budget)
+        t_ms = time_cpu(lambda eager=eager, args=args: eager.frame(*args), reps, budget)
         for r in rows:
             if r["size"] == size:
                 r["torch_ms"] = t_ms
@@ -211,7 +211,7 @@ def bench_scaling(cache, counts, sizes, n_fixed, size_fixed, engine, reps, budge
         eager = EagerTorch(b)
         sc = pipe.scene
         args = (win[0], float(sc.blink[3]), sc.c2w[3], sc.viewmats[3], np.asarray(b.K, np.float32), sc.background_of_track(3))
-        t = time_cpu(lambda: eager.frame(*args), max(2, reps // 2), budget)
+        t = time_cpu(lambda eager=eager, args=args: eager.frame(*args), max(2, reps // 2), budget)
         pipe.engines.deactivate()
         rows.append({"N": n, "size": size, "engine": pipe.engines.name, "deform_ms": d, "raster_ms": r, "torch_ms": t,
                      "fps_1core": 1e3 / (d + r), "fps_2core": 1e3 / max(d, r), "torch_fps": 1e3 / t})
