@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from gt_runtime.contract import AUTOTUNE, OFFSET_NAMES, SAMPLES_PER_FRAME, WINDOW_AFTER, WINDOW_BEFORE
+from gt_runtime.engines import select
+from gt_runtime.engines.select import gpu_available, select_engine
 
 CACHE_SCHEMA = "gt-autotune/1"
 PARITY_FRAMES = 2
@@ -82,7 +84,6 @@ def mode() -> str:
 # -- candidates ------------------------------------------------------------------------
 def candidates(bundle, gpu: bool) -> list[str]:
     """The concrete engines this machine runs for this bundle, the likely fastest first (so that pruning saves most)."""
-    from gt_runtime.engines import select
 
     if gpu:
         from gt_runtime.engines import ort_engine
@@ -255,7 +256,6 @@ class Reference:
     """The numpy reference's offsets (and, lazily, renders) of the probe frames."""
 
     def __init__(self, bundle, inp: ProbeInputs, scene, ref_engines=None):
-        from gt_runtime.engines.select import select_engine
 
         self.bundle, self.inp, self.scene = bundle, inp, scene
         # one thread: OpenBLAS's pool is slow to share a loaded machine, and the reference is not timed
@@ -413,3 +413,16 @@ def choose(bundle, gpu: bool, threads: int | None = None, batch: int = 1, max_ba
         es.deactivate()
         es = None
     return choice, es
+
+
+def choose_engine(bundle, engine: str = "auto", gpu: bool | None = None, threads: int | None = None,
+                  max_batch: int = 8, batch: int = 1):
+    """-> (EngineSet, autotune Choice or None): `auto` measured (unless GT_AUTOTUNE=0), any other name as select_engine.
+
+    The EngineSet may already be activated (the measurement's winner); activate() is idempotent.
+    """
+    gpu = gpu_available() if gpu is None else gpu
+    if engine != "auto" or mode() == "off":
+        return select_engine(bundle, engine, gpu, threads, max_batch), None
+    choice, es = choose(bundle, gpu, threads=threads, batch=batch, max_batch=max_batch)
+    return (es or select_engine(bundle, choice.name, gpu, threads, max_batch)), choice

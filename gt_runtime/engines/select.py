@@ -5,7 +5,7 @@ Names: ``auto``; ``tensorrt`` (``tensorrt-fp16`` / ``tensorrt-fp32``);
 ``-fp16``); ``cpu-fused`` (the fused C++ kernel, ``-int8`` by default / ``-fp32``); ``cuda-fused``
 (the fused CUDA kernels, FP32: ``cuda-fused-fp32``); ``array`` (numpy).
 
-``auto`` (`choose_engine`) times the engines that pass parity on the bundle's first frames and
+``auto`` (`gt_runtime.engines.autotune.choose_engine`) times the engines that pass parity on the bundle's first frames and
 keeps the fastest (gt_runtime.engines.autotune, cached per machine and bundle). With
 GT_AUTOTUNE=0, and in `resolve_engine_name`, it is the fixed order: on a GPU tensorrt >
 onnxruntime-cuda > array-cupy; on a CPU onnxruntime (INT8 when the bundle has it, else FP32) > array.
@@ -128,17 +128,3 @@ def select_engine(bundle, engine: str = "auto", gpu: bool | None = None, threads
         return EngineSet(name, "cuda", ArrayAudioRunner(w, "cuda"), TrtDeformRunner(bundle, prec, max_batch=max_batch), cupy)
     raise AssertionError(name)  # pragma: no cover
 
-
-def choose_engine(bundle, engine: str = "auto", gpu: bool | None = None, threads: int | None = None,
-                  max_batch: int = 8, batch: int = 1):
-    """-> (EngineSet, autotune Choice or None): `auto` measured (unless GT_AUTOTUNE=0), any other name as select_engine.
-
-    The EngineSet may already be activated (the measurement's winner); activate() is idempotent.
-    """
-    from gt_runtime.engines import autotune
-
-    gpu = gpu_available() if gpu is None else gpu
-    if engine != "auto" or autotune.mode() == "off":
-        return select_engine(bundle, engine, gpu, threads, max_batch), None
-    choice, es = autotune.choose(bundle, gpu, threads=threads, batch=batch, max_batch=max_batch)
-    return (es or select_engine(bundle, choice.name, gpu, threads, max_batch)), choice

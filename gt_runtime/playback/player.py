@@ -27,7 +27,8 @@ class Player:
 
     def __init__(self, bundle: Bundle | str | Path, engine: str = "auto", raster: str = "auto",
                  batch: int = 1, threads: int | None = None, overlap: bool | None = None):
-        from gt_runtime.engines.select import choose_engine, gpu_available, resolve_engine_name
+        from gt_runtime.engines.autotune import choose_engine
+        from gt_runtime.engines.select import gpu_available, resolve_engine_name
         from gt_runtime.playback.pipeline import resolve_raster
 
         if not isinstance(bundle, Bundle):

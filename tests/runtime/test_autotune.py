@@ -8,7 +8,8 @@ from gt_runtime.bundle import Bundle
 from gt_runtime.engines import autotune
 from gt_runtime.engines.array_engine import ArrayAudioRunner, ArrayDeformRunner
 from gt_runtime.engines.base import EngineSet, Runner
-from gt_runtime.engines.select import choose_engine, resolve_engine_name
+from gt_runtime.engines.autotune import choose_engine
+from gt_runtime.engines.select import resolve_engine_name
 
 
 @pytest.fixture(autouse=True)
