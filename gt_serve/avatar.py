@@ -8,6 +8,7 @@ so a stream at rest costs one render per track frame, once for all streams.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,9 @@ class IdleFrames:
         self._cache: dict[int, bytes] = {}
         self._bytes = 0
         self._max = max_bytes
+        self._lock = threading.Lock()   # the render thread stores, the event loop reads
         self._pending: dict[int, asyncio.Future] = {}
         self._urgent: set[int] = set()
-        self._prewarmed = False
         self._loop = None
 
     def __len__(self) -> int:
@@ -36,17 +37,15 @@ class IdleFrames:
         return self._cache.get(ti)
 
     def prewarm(self) -> None:
-        """Queue every track frame as background work (call on the event loop; once per avatar)."""
-        if self._prewarmed:
-            return   # a later server on this avatar finds the cache filled
-        self._prewarmed = True
+        """Queue every track frame not cached yet as background work (call on the event loop)."""
         for ti in range(self.avatar.track_frames):
-            self.request(ti, urgent=False)
+            if ti not in self._cache:
+                self.request(ti, urgent=False)
 
     def request(self, ti: int, urgent: bool = True) -> asyncio.Future:
         """A future of the JPEG of track frame ti (call on the event loop)."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:   # a new server on this avatar: requests of the old loop are gone with it
+        if loop is not self._loop:   # a new server on this avatar: futures of the old loop are gone with it
             self._loop, self._pending, self._urgent = loop, {}, set()
         fut = loop.create_future()
         hit = self._cache.get(ti)
@@ -60,11 +59,19 @@ class IdleFrames:
             self._urgent.add(ti)
 
         def done(jpeg, err):
+            if err is None:
+                self._store(ti, jpeg)   # cached on the render thread, whether or not this loop still runs
             if not loop.is_closed():
                 loop.call_soon_threadsafe(self._done, ti, fut, jpeg, err)
 
         self.avatar.renderer.submit([Job(ti, self.avatar.idle_window, done, urgent)])
         return fut
+
+    def _store(self, ti: int, jpeg: bytes) -> None:
+        with self._lock:
+            if ti not in self._cache and self._bytes + len(jpeg) <= self._max:
+                self._cache[ti] = jpeg
+                self._bytes += len(jpeg)
 
     def _done(self, ti, fut, jpeg, err):
         if self._pending.get(ti) is fut:
@@ -76,9 +83,6 @@ class IdleFrames:
             fut.set_exception(err)
             fut.exception()  # mark retrieved: a prefetch nobody awaits must not log
             return
-        if self._bytes + len(jpeg) <= self._max:
-            self._cache[ti] = jpeg
-            self._bytes += len(jpeg)
         fut.set_result(jpeg)
 
 
