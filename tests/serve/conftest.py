@@ -22,7 +22,7 @@ def avatars():
 def server(avatars):
     """A live server (max 6 sessions) -> (base "127.0.0.1:PORT", app)."""
     from gt_serve import ServeConfig
-    from serve_support import live_server
+    from tests.support.serve import live_server
 
     with live_server(ServeConfig(port=0, max_sessions=6, max_queued_s=20.0), avatars) as s:
         yield s

@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 import pytest
-from serve_support import Client, free_port, pcm_s16, speechlike
+from tests.support.speech import speech
+from tests.support.serve import Client, free_port, pcm_s16
 
 from gt_runtime.contract import SAMPLE_RATE, SAMPLES_PER_FRAME
 
@@ -107,7 +108,7 @@ def test_four_clients_two_replicas(ray_server):
     from gt_serve import ServeConfig
     from gt_serve.app import load_avatars
 
-    pcms = [speechlike(1.2 + 0.2 * k, seed=10 + k) for k in range(4)]
+    pcms = [speech(1.2 + 0.2 * k, seed=10 + k, gated=True) for k in range(4)]
     outs = [dict() for _ in pcms]
     ths = [threading.Thread(target=_session, args=(ray_server, p, o)) for p, o in zip(pcms, outs)]
     for t in ths:
@@ -131,7 +132,7 @@ def test_replica_killed_mid_stream(ray_server):
     within 2 s, the other replica's sessions finish complete, and a reconnect is served."""
     from gt_serve.protocol import CLOSE_RESTART
 
-    pcm = speechlike(3.0, seed=21)
+    pcm = speech(3.0, seed=21, gated=True)
     hold = threading.Event()
     outs = [{"mid": threading.Event()} for _ in range(4)]
     ths = [threading.Thread(target=_session, args=(ray_server, pcm, o, hold), daemon=True) for o in outs]
@@ -164,7 +165,7 @@ def test_replica_killed_mid_stream(ray_server):
         else:
             assert "code" not in o and len(o["frames"]) == n and o["texts"][-1]["type"] == "speech_end"
     again = {}
-    _session(ray_server, speechlike(0.8, seed=22), again)
+    _session(ray_server, speech(0.8, seed=22, gated=True), again)
     assert len(again["frames"]) == -(-int(0.8 * SAMPLE_RATE) // SAMPLES_PER_FRAME)
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from cdp import Chromium, chromium_path
-from serve_support import speechlike
+
+from tests.support.cdp import Chromium, chromium_path
+from tests.support.serve import live_server
+from tests.support.speech import speech
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 ARTEFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artefacts"
@@ -17,7 +19,6 @@ ARTEFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artefacts"
 @pytest.fixture
 def browser_page(avatars, tmp_path):
     from gt_serve import ServeConfig
-    from serve_support import live_server
 
     if chromium_path() is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
@@ -27,7 +28,7 @@ def browser_page(avatars, tmp_path):
 
 def _browser(base, tmp_path):
     wav = tmp_path / "mic.wav"
-    sf.write(wav, np.concatenate([speechlike(6.0, 48000, seed=7), np.zeros(48000, np.float32)]), 48000, subtype="PCM_16")
+    sf.write(wav, np.concatenate([speech(6.0, 48000, seed=7, gated=True), np.zeros(48000, np.float32)]), 48000, subtype="PCM_16")
     b = Chromium(f"http://{base}/?avatar=default&auto=mic", wav, tmp_path / "profile")
     try:
         t_end = time.time() + 30
@@ -80,7 +81,7 @@ def test_page_stop_and_file_upload(browser_page, tmp_path):
     assert s1["speech"] == s0["speech"] and s1["frames"] > s0["frames"] + 20, (s0, s1)
     assert b.evaluate("document.getElementById('state').textContent") in ("interrupted", "at rest")
     wav = tmp_path / "upload.wav"
-    sf.write(wav, speechlike(1.2, 16000, seed=9), 16000, subtype="PCM_16")
+    sf.write(wav, speech(1.2, 16000, seed=9, gated=True), 16000, subtype="PCM_16")
     doc = b.call("DOM.getDocument")["root"]["nodeId"]
     node = b.call("DOM.querySelector", nodeId=doc, selector="#file")["nodeId"]
     b.call("DOM.setFileInputFiles", nodeId=node, files=[str(wav)])

@@ -3,7 +3,8 @@ import time
 
 import numpy as np
 import pytest
-from serve_support import Client, decode_jpeg, pcm_s16, speechlike
+from tests.support.speech import speech
+from tests.support.serve import Client, decode_jpeg, pcm_s16
 
 from gt_runtime.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from gt_serve.protocol import AUDIO_BYTES
@@ -47,7 +48,7 @@ def test_ready_message(server):
 def test_round_trip_fast(server):
     """Frame count = ceil(S / 640), indices 0.., pts = index / 25, 1280 audio bytes per frame = the input audio."""
     base, _ = server
-    pcm = speechlike(1.93, seed=1)
+    pcm = speech(1.93, seed=1, gated=True)
     with Client(f"ws://{base}/v1/stream?avatar=default") as c:
         c.recv()
         c.send_json(type="start", sample_rate=SAMPLE_RATE, encoding="s16le", pace="fast")
@@ -71,7 +72,7 @@ def test_equal_to_player_play(server, avatars):
     import soxr
 
     base, _ = server
-    pcm16 = speechlike(1.5, seed=2)
+    pcm16 = speech(1.5, seed=2, gated=True)
     pcm24 = soxr.resample(pcm16, SAMPLE_RATE, 24000, quality="HQ").astype(np.float32)
     ref = list(avatars["default"].player.play(pcm24, 24000))
     with Client(f"ws://{base}/v1/stream?avatar=default") as c:
@@ -113,11 +114,11 @@ def test_realtime_idle_then_speech(server, avatars):
         t = [m[3] for _, m in idle]
         fps = (len(t) - 1) / (t[-1] - t[0])
         assert 22.0 < fps < 27.0, fps   # the idle frames are cached: the clock alone paces them
-        pcm = speechlike(1.0, seed=3)
+        pcm = speech(1.0, seed=3, gated=True)
         _utterance(c, pcm, 1600)
         frames, texts = _collect(c)
-        speech = [h for h, *_ in frames if h["speech"]]
-        assert len(speech) == 25 and [h["frame"] for h in speech] == list(range(25))
+        spoken = [h for h, *_ in frames if h["speech"]]
+        assert len(spoken) == 25 and [h["frame"] for h in spoken] == list(range(25))
         assert texts[0]["type"] == "speech_start" and texts[-1]["type"] == "speech_end"
         first = next(h["index"] for h, *_ in frames if h["speech"])
         assert first > 30 and frames[-1][0]["speech"]   # speech frames come in their order (idle ones fill any underrun)
@@ -144,7 +145,7 @@ def test_interrupt(server, avatars):
     with Client(f"ws://{base}/v1/stream?avatar=default") as c:
         c.recv()
         c.send_json(type="start", sample_rate=SAMPLE_RATE, encoding="s16le", pace="realtime")
-        pcm = speechlike(6.0, seed=4)
+        pcm = speech(6.0, seed=4, gated=True)
         for k in range(0, pcm.size, 16000):
             c.ws.send(pcm_s16(pcm[k:k + 16000]))
         n_speech = 0
@@ -167,6 +168,6 @@ def test_interrupt(server, avatars):
         k_idle = next(i for i, m in enumerate(after) if not m[0]["speech"])
         assert k_idle <= 1 and not any(m[0]["speech"] for m in after[k_idle:])   # at most the frame in flight
         # The session goes on: a new utterance plays after the interrupt.
-        _utterance(c, speechlike(0.4, seed=5), 1600)
+        _utterance(c, speech(0.4, seed=5, gated=True), 1600)
         frames, texts = _collect(c)
         assert texts[-1] == {"type": "speech_end"} and sum(h["speech"] for h, *_ in frames) == 10

@@ -8,7 +8,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from serve_support import Client, live_server, pcm_s16, speechlike
+from tests.support.speech import speech
+from tests.support.serve import Client, live_server, pcm_s16
 
 from gt_serve import ServeConfig
 
@@ -31,7 +32,7 @@ BAD = {
     "NaN audio": ([START_F32, NAN], 1003, "NaN"),
     "oversized message": ([START, bytes(2 * 40_000)], 1009, "over the cap"),
     "finish before start": ([json.dumps({"type": "finish"})], 1008, "before start"),
-    "start during an utterance": ([START, pcm_s16(speechlike(0.2)), START], 1008, "during an utterance"),
+    "start during an utterance": ([START, pcm_s16(speech(0.2, gated=True)), START], 1008, "during an utterance"),
     "too much queued audio": ([START] + [pcm_s16(np.zeros(16000, np.float32))] * 4, 1009, "queued audio"),
     "text too long": ([json.dumps({"type": "finish", "pad": "x" * 5000})], 1009, "at most"),
 }
@@ -77,7 +78,7 @@ class Bystander(threading.Thread):
                 c.recv()
                 c.ws.send(START)
                 while not self.stop:
-                    c.ws.send(pcm_s16(speechlike(0.4)))
+                    c.ws.send(pcm_s16(speech(0.4, gated=True)))
                     c.ws.send(json.dumps({"type": "finish"}))
                     while True:
                         kind, m = c.recv(timeout=30)
@@ -133,7 +134,7 @@ def test_vanished_client_frees_its_session(small_server):
     c = Client(f"ws://{base}/v1/stream?avatar=default")
     c.recv()
     c.ws.send(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "s16le", "pace": "realtime"}))
-    pcm = speechlike(2.0)
+    pcm = speech(2.0, gated=True)
     for k in range(0, pcm.size, 8000):
         c.ws.send(pcm_s16(pcm[k:k + 8000]))
     while not (lambda k, m: k == "frame" and m[0]["speech"])(*c.recv()):

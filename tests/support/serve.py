@@ -45,15 +45,6 @@ def pcm_s16(pcm: np.ndarray) -> bytes:
     return np.rint(np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
-    """Voiced bursts with pauses (drives the mouth), float32 [S]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    env = (np.sin(2 * np.pi * 3.0 * t) > 0).astype(np.float32)
-    x = 0.3 * np.sin(2 * np.pi * 180 * t) + 0.1 * rng.standard_normal(t.size)
-    return (env * x).astype(np.float32)
-
-
 class Client:
     """A blocking protocol client (websockets.sync): recv() -> ("text", dict) | ("frame", (header, jpeg, audio, t))."""
 
