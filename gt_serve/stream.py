@@ -180,13 +180,7 @@ class Stream:
     async def interrupt(self) -> None:
         """Drop queued audio and frames at once; the next frame is idle."""
         self.stats["interrupts"] += 1
-        for f in self.speech:
-            if f.job is not None:
-                f.job.cancelled = True
-        self.speech.clear()
-        if self.utt is not None:
-            self.utt.session.close()
-            self.utt = None
+        self._drop_queued()
         self.cut_uid = self.next_uid
         if self.in_speech is not None:
             # Sent by the pump, so that it comes after a frame already on its way and before anything else.
@@ -198,6 +192,11 @@ class Stream:
 
     def close(self) -> None:
         self.closed = True
+        self._drop_queued()
+        self.wake.set()
+
+    def _drop_queued(self) -> None:
+        """Cancel the speech frames not rendered yet and close the utterance's session."""
         for f in self.speech:
             if f.job is not None:
                 f.job.cancelled = True
@@ -205,7 +204,6 @@ class Stream:
         if self.utt is not None:
             self.utt.session.close()
             self.utt = None
-        self.wake.set()
 
     # -- rendering --------------------------------------------------------------------------
     def _claim(self) -> None:
