@@ -1,6 +1,6 @@
 """Deformation network ms / frame at 10k / 20k / 50k Gaussians, all engines in ONE run, as ratios.
 
-    python tools/bench/deform_fused.py [--counts 10000 20000 50000] [--threads 2] [--batch 1]
+    python -m tools.bench.deform_fused [--counts 10000 20000 50000] [--threads 2] [--batch 1]
                                        [--rounds 7] [--clock wall|cpu] [--append tools/bench/RESULTS.md]
 
 Engines: eager torch (gt_train's deformation network), ONNX Runtime FP32 / INT8 (the bundle's
@@ -25,12 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tools.bench.raster import machine_info  # noqa: E402
-from tools.bench.suite import EagerTorch, bundle_for  # noqa: E402
+from tools.bench.raster import machine_info
+from tools.bench.suite import EagerTorch, bundle_for
 
 ENGINES = ("onnxruntime-fp32", "onnxruntime-int8", "cpu-fused-fp32", "cpu-fused-int8")
 OFFSETS = ("dmu", "drot", "dscale", "dsh", "dopacity")
