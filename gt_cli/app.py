@@ -103,6 +103,7 @@ def play_cmd(
              " | gt serve -b may.gtb --host 0.0.0.0 --token SECRET   (protocol: docs/PROTOCOL.md)"
              " | gt serve --ray --replicas 2 | gt serve --ray --autoscale 1:8 --num-gpus 0.25 --write-config gt.yaml   (docs/DEPLOY.md)")
 def serve_cmd(
+    ctx: typer.Context,
     bundle: Optional[list[Path]] = typer.Option(None, "--bundle", "-b", help="Bundle directory (*.gtb); repeat for several avatars, named by directory (default: the bundled identity, 'default')."),
     host: str = typer.Option("127.0.0.1", help="Address to bind. Any non-loopback address needs --token."),
     port: int = typer.Option(8010, help="TCP port."),
@@ -127,7 +128,16 @@ def serve_cmd(
 
     cfg = ServeConfig(bundles=list(bundle or []), host=host, port=port, max_sessions=max_sessions, token=token, engine=engine,
                       raster=raster, max_batch=max_batch, allow_origins=list(allow_origin or []))
-    if ray or write_config is not None:
+    if not ray:
+        # Options of the Ray deployment would be silently ignored by the plain server: refuse them.
+        from gt_runtime.errors import InputError
+
+        for name in ("replicas", "autoscale", "num_cpus", "num_gpus", "address", "max_avatars", "write_config"):
+            source = ctx.get_parameter_source(name)   # (typer may carry its own click: compare the name)
+            if source is not None and source.name != "DEFAULT":
+                opt = "--" + name.replace("_", "-")
+                raise InputError(f"{opt}: the option needs --ray | add --ray (Ray Serve, docs/DEPLOY.md), or drop {opt}")
+    if ray:
         from gt_serve.ray_serve import RayOptions, parse_autoscale, serve_ray
 
         serve_ray(cfg, RayOptions(replicas=replicas, autoscale=parse_autoscale(autoscale), num_cpus=num_cpus, num_gpus=num_gpus,
