@@ -31,6 +31,7 @@ OPTIONAL: dict[str, tuple[str, str | None]] = {
     "fastapi": ("fastapi", "serve"),
     "uvicorn": ("uvicorn", "serve"),
     "websockets": ("websockets", "serve"),
+    "aiortc": ("aiortc", "webrtc"),
     "mediapipe": ("mediapipe", None),
     "gsplat": ("gsplat", None),
     "lpips": ("lpips", None),

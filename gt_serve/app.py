@@ -67,6 +67,7 @@ def create_app(cfg: ServeConfig, avatars: dict | None = None, pool=None):
         for a in avatars.values():
             a.idle.prewarm()   # idle frames of the whole track, rendered in the background
         yield
+        await app.state.rtc_close_all()
         if own:
             for a in avatars.values():
                 a.close()
@@ -193,6 +194,13 @@ def create_app(cfg: ServeConfig, avatars: dict | None = None, pool=None):
             except Exception:
                 pass
 
+    async def acquire(name):
+        return avatars[name] if pool is None else await pool.acquire(name)
+
+    from gt_serve.webrtc import add_offer_route   # POST /offer: WebRTC over the same sessions (aiortc, optional)
+
+    add_offer_route(app, cfg, known, acquire, pool.release if pool is not None else (lambda a: None), replica,
+                    check_origin, token_ok, request_token)
     return app
 
 

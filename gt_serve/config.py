@@ -38,6 +38,7 @@ class ServeConfig:
     jpeg_quality: int = 85
     replica: str | None = None      # name in the ready message (default: host:pid)
     log_level: str = "warning"
+    ice_servers: list[str] = field(default_factory=list)  # WebRTC /offer: stun:HOST[:PORT], turn:USER:PASS@HOST[:PORT]
 
     def check(self) -> "ServeConfig":
         """Raise a one-line InputError for an unsafe or impossible setting; returns self."""
@@ -52,7 +53,42 @@ class ServeConfig:
             raise InputError(f"--max-batch {self.max_batch}: must be at least 1")
         if not 1 <= self.jpeg_quality <= 100:
             raise InputError(f"--jpeg-quality {self.jpeg_quality}: must be 1-100")
+        for url in self.ice_servers:
+            parse_ice_server(url)
         for b in self.bundles:
             if not Path(b).is_dir():
                 raise InputError(f"--bundle {b}: no such bundle directory | give a NAME.gtb written by gt export")
         return self
+
+
+ICE_SCHEMES = ("stun", "turn", "turns")
+
+
+def parse_ice_server(url: str) -> dict:
+    """--ice-server URL -> {"urls", "username", "credential"} (aiortc's RTCIceServer fields).
+
+    stun:HOST[:PORT] | turn:USER:PASS@HOST[:PORT][?transport=udp|tcp] | turns:USER:PASS@HOST[:PORT][?transport=tcp];
+    USER and PASS may be %-escaped (a PASS with '@': %40).
+    """
+    from urllib.parse import unquote
+
+    fix = "| use stun:HOST[:PORT] or turn:USER:PASS@HOST[:PORT] (docs/PROTOCOL.md, WebRTC)"
+    scheme, sep, rest = url.partition(":")
+    if not sep or scheme not in ICE_SCHEMES:
+        raise InputError(f"--ice-server {url}: not a stun:, turn: or turns: URL {fix}")
+    cred, at, addr = rest.rpartition("@")
+    where, _, query = addr.partition("?")
+    host, _, port = where.partition(":")
+    if not host or ":" in port or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise InputError(f"--ice-server {url}: bad HOST[:PORT] {fix}")
+    if query and (scheme == "stun" or query not in ("transport=udp", "transport=tcp")
+                  or (scheme == "turns" and query != "transport=tcp")):
+        raise InputError(f"--ice-server {url}: ?{query} is not a transport this scheme takes {fix}")
+    if scheme == "stun":
+        if at:
+            raise InputError(f"--ice-server {url}: a STUN server takes no credentials {fix}")
+        return {"urls": url, "username": None, "credential": None}
+    user, colon, password = cred.partition(":")
+    if not (user and colon and password):
+        raise InputError(f"--ice-server {url}: a TURN server needs USER:PASS@ {fix}")
+    return {"urls": f"{scheme}:{where}{'?' + query if query else ''}", "username": unquote(user), "credential": unquote(password)}
