@@ -113,6 +113,8 @@ def serve_cmd(
     raster: str = typer.Option("auto", help="auto | cuda | cpu | reference."),
     max_batch: int = typer.Option(8, help="Frames of concurrent sessions rendered as one batch (1: no batching)."),
     allow_origin: Optional[list[str]] = typer.Option(None, help="Another page Origin allowed to connect (default: only this server's own)."),
+    ice_server: Optional[list[str]] = typer.Option(None, metavar="URL", help="WebRTC (POST /offer): a STUN or TURN server, stun:HOST[:PORT] or "
+                                                   "turn:USER:PASS@HOST[:PORT]; repeat for both (default: none, host candidates only; docs/PROTOCOL.md)."),
     ray: bool = typer.Option(False, "--ray", help="Run as a Ray Serve deployment (replicas, autoscaling, clusters; docs/DEPLOY.md). "
                              "--max-sessions is then per replica."),
     replicas: int = typer.Option(1, help="--ray: replicas (processes, each with its own avatars)."),
@@ -127,7 +129,7 @@ def serve_cmd(
     from gt_serve.config import ServeConfig
 
     cfg = ServeConfig(bundles=list(bundle or []), host=host, port=port, max_sessions=max_sessions, token=token, engine=engine,
-                      raster=raster, max_batch=max_batch, allow_origins=list(allow_origin or []))
+                      raster=raster, max_batch=max_batch, allow_origins=list(allow_origin or []), ice_servers=list(ice_server or []))
     if not ray:
         # Options of the Ray deployment would be silently ignored by the plain server: refuse them.
         from gt_runtime.errors import InputError
