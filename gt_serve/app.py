@@ -4,6 +4,7 @@
     GET  /v1/avatars   [{"name", "width", "height", "fps", "lookahead_ms", ...}]   (token)
     GET  /healthz      {"status": "ok", "sessions", "max_sessions", "replica", "render": {...}}
     WS   /v1/stream?avatar=NAME[&token=T]                                        (docs/PROTOCOL.md)
+    POST /offer        WebRTC: {sdp, type, avatar, token?} -> {sdp, type, session}  (gt_serve/webrtc.py, aiortc)
 """
 
 import asyncio

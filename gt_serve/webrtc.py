@@ -72,12 +72,14 @@ class AudioGate:
 
     Control messages arrive at once, the audio they refer to JITTER_FRAMES packets later (held in aiortc's
     jitter buffer), so a start or finish is marked that far past the audio received so far: the utterance is
-    then the audio the client captured between its start and its finish (to a packet, 20 ms). A mark the
-    audio does not reach within MARK_WAIT_S (the track stopped or was never sent) is applied at once.
+    then the audio the client captured between its start and its finish (to a packet, 20 ms). Frames decoded
+    and not yet read (`backlog()`, a busy server) count as received. A mark the audio does not reach within
+    MARK_WAIT_S (the track stopped or was never sent) is applied at once.
     """
 
     def __init__(self, stream):
         self.stream = stream
+        self.backlog = lambda: 0                # frames of the track decoded and not read yet
         self.received = 0                       # samples of the track so far
         self.rate = 48000                       # of the last frame (Opus decodes at 48 kHz)
         self.frame_samples = 960                # of the last frame (20 ms)
@@ -88,7 +90,7 @@ class AudioGate:
     async def mark(self, kind: str) -> None:
         if not self.live:
             return await self._apply(kind)
-        self.marks.append((self.received + JITTER_FRAMES * self.frame_samples, kind))
+        self.marks.append((self.received + (self.backlog() + JITTER_FRAMES) * self.frame_samples, kind))
 
     async def feed(self, pcm: np.ndarray, rate: int) -> None:
         """pcm [S] float32 at `rate`: the track's next frame."""
@@ -230,17 +232,22 @@ class RtcSession:
     async def answer(self, sdp: str) -> str:
         """Offer SDP -> answer SDP (ICE candidates gathered, no trickle). ValueError: a malformed offer."""
         rtc = aiortc()
-        offer = rtc.RTCSessionDescription(sdp=sdp, type="offer")
-        await self.pc.setRemoteDescription(offer)
-        kinds = [t.kind for t in self.pc.getTransceivers()]
         if "m=application" not in sdp:
             raise ValueError("the offer has no data channel | create the 'control' data channel before createOffer")
-        if "video" not in kinds:
-            raise ValueError("the offer receives no video | add a video transceiver (recvonly) before createOffer")
-        self.pc.addTrack(self.video)
-        if "audio" in kinds:
-            self.pc.addTrack(self.audio)   # the client's audio transceiver then carries the avatar's voice back
-        await asyncio.wait_for(self.pc.setLocalDescription(await self.pc.createAnswer()), GATHER_TIMEOUT_S)
+        try:   # anything wrong here is the offer's fault (aiortc raises ValueError, RuntimeError, its own errors)
+            await self.pc.setRemoteDescription(rtc.RTCSessionDescription(sdp=sdp, type="offer"))
+            kinds = [t.kind for t in self.pc.getTransceivers()]
+            if "video" not in kinds:
+                raise ValueError("the offer receives no video | add a video transceiver (recvonly) before createOffer")
+            self.pc.addTrack(self.video)
+            if "audio" in kinds:
+                self.pc.addTrack(self.audio)   # the client's audio transceiver then carries the avatar's voice back
+            answer = await self.pc.createAnswer()
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+        await asyncio.wait_for(self.pc.setLocalDescription(answer), GATHER_TIMEOUT_S)
         self._spawn(self._watchdog())
         return self.pc.localDescription.sdp
 
@@ -260,6 +267,8 @@ class RtcSession:
     def _on_track(self, track) -> None:
         if track.kind == "audio" and not self.gate.live:
             self.gate.live = True
+            queue = getattr(track, "_queue", None)   # aiortc's RemoteStreamTrack: decoded frames waiting for recv()
+            self.gate.backlog = queue.qsize if isinstance(queue, asyncio.Queue) else (lambda: 0)
             self._spawn(self._run_mic(track))
         else:
             self._spawn(self._drain(track))   # an unused track is still read, or aiortc queues its frames forever

@@ -303,21 +303,31 @@ def test_bad_offers_get_one_line_errors(rtc_server):
 
 
 @needs_aiortc
-def test_offer_without_a_data_channel_is_refused(rtc_server):
+def test_malformed_sdp_offers_get_400(rtc_server):
+    """Offers that parse as JSON but not as a usable SDP offer: 400, one line, no session left behind."""
+    import re
+
     from aiortc import RTCConfiguration, RTCPeerConnection
 
     base, _ = rtc_server
 
-    async def offer_sdp():
+    async def offer_sdp(channel: bool):
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.addTransceiver("video", direction="recvonly")
+        if channel:
+            pc.createDataChannel("control")
         await pc.setLocalDescription(await pc.createOffer())
         sdp = pc.localDescription.sdp
         await pc.close()
         return sdp
 
-    status, body = post(f"http://{base}/offer", {"sdp": run(offer_sdp(), 20), "type": "offer", "token": "s3"})
-    assert status == 400 and "no data channel" in body["message"], body
+    good = run(offer_sdp(True), 20)
+    cases = [(run(offer_sdp(False), 20), "no data channel"),
+             (re.sub(r"a=ice-(ufrag|pwd):.*\r\n", "", good), "ICE"),
+             (re.sub(r"a=rtpmap:.*\r\n", "", good), "malformed offer")]
+    for sdp, words in cases:
+        status, body = post(f"http://{base}/offer", {"sdp": sdp, "type": "offer", "token": "s3"})
+        assert status == 400 and words in body["message"] and "|" in body["message"] and "\n" not in body["message"], body
     assert health(base)["sessions"] == 0
 
 
