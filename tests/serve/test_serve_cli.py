@@ -1,4 +1,6 @@
-"""`gt serve` options of the Ray deployment are refused without --ray (they were silently ignored)."""
+"""`gt serve` options of the Ray deployment are refused without --ray (they were silently ignored).
+
+(Test names avoid the word "ray": `-k 'not ray'` deselects the Ray Serve tests, not these.)"""
 import pytest
 
 from gt_cli.app import main
@@ -11,8 +13,9 @@ def _gt(capsys, *argv) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("args", [("--replicas", "2"), ("--autoscale", "1:4"), ("--num-cpus", "2"), ("--num-gpus", "0.5"),
-                                  ("--address", "ray://head:10001"), ("--max-avatars", "2"), ("--write-config", "gt.yaml")])
-def test_ray_option_without_ray_is_one_line_exit_2(capsys, tmp_path, args):
+                                  ("--address", "ray://head:10001"), ("--max-avatars", "2"), ("--write-config", "gt.yaml")],
+                         ids=lambda a: a[0].lstrip("-"))
+def test_deployment_option_alone_is_one_line_exit_2(capsys, tmp_path, args):
     code, err = _gt(capsys, "serve", *args)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2
@@ -20,7 +23,7 @@ def test_ray_option_without_ray_is_one_line_exit_2(capsys, tmp_path, args):
     assert not (tmp_path / "gt.yaml").exists()
 
 
-def test_ray_option_at_its_default_value_is_still_refused(capsys):
+def test_deployment_option_at_its_default_value_is_still_refused(capsys):
     """Given on the command line is what counts, even when the value equals the default."""
     code, err = _gt(capsys, "serve", "--replicas", "1")
     assert code == 2 and "--replicas: the option needs --ray" in err
