@@ -33,7 +33,8 @@ log = logging.getLogger("gt_serve.webrtc")
 
 WHAT = "gt serve /offer (WebRTC)"
 MAX_OFFER_BYTES = 64 << 10     # an SDP offer is a few KiB
-JITTER_FRAMES = 4              # aiortc's audio jitter buffer holds 4 packets before it decodes the oldest
+JITTER_S = 0.08                # aiortc's audio jitter buffer holds 4 packets (4 x 20 ms) before it decodes the oldest
+CLOCK_FRAMES = 250             # frames (5 s) over which the microphone's timeline is matched to the server's clock
 MARK_WAIT_S = 0.5              # a start / finish the microphone's audio does not reach in this time applies at once
 CONNECT_TIMEOUT_S = 20.0       # an answered peer that has not opened the control channel by then is dropped
 GATHER_TIMEOUT_S = 15.0        # ICE gathering (a TURN allocation) for the answer
@@ -70,19 +71,21 @@ def mono(frame) -> np.ndarray:
 class AudioGate:
     """Feeds a Stream the microphone audio between the client's start and finish, on the audio's own timeline.
 
-    Control messages arrive at once, the audio they refer to JITTER_FRAMES packets later (held in aiortc's
-    jitter buffer), so a start or finish is marked that far past the audio received so far: the utterance is
-    then the audio the client captured between its start and its finish (to a packet, 20 ms). Frames decoded
-    and not yet read (`backlog()`, a busy server) count as received. A mark the audio does not reach within
+    A control message says "from now": the audio the client captures from the moment it sends it. That audio
+    arrives later than the message (aiortc's jitter buffer holds JITTER_S of it before it decodes a packet, and
+    a busy server reads frames late), so a mark is placed on the track's timeline (its RTP timestamps): the
+    capture position of the message's arrival is (arrival - clock + JITTER_S) x rate, where `clock` is the
+    least (read time - position / rate) of the last CLOCK_FRAMES frames (the frames that came through fastest;
+    the message and the audio share one UDP path). The utterance is then the audio captured between start and
+    finish, to a packet (20 ms), however late the frames are read. A mark the audio does not reach within
     MARK_WAIT_S (the track stopped or was never sent) is applied at once.
     """
 
     def __init__(self, stream):
         self.stream = stream
-        self.backlog = lambda: 0                # frames of the track decoded and not read yet
-        self.received = 0                       # samples of the track so far
+        self.pos = 0                            # timeline position (samples at `rate`) after the last frame
         self.rate = 48000                       # of the last frame (Opus decodes at 48 kHz)
-        self.frame_samples = 960                # of the last frame (20 ms)
+        self.offsets: deque[float] = deque(maxlen=CLOCK_FRAMES)
         self.marks: deque[tuple[int, str]] = deque()
         self.open = False                       # between an applied start and its finish
         self.live = False                       # a microphone track is being read
@@ -90,20 +93,24 @@ class AudioGate:
     async def mark(self, kind: str) -> None:
         if not self.live:
             return await self._apply(kind)
-        self.marks.append((self.received + (self.backlog() + JITTER_FRAMES) * self.frame_samples, kind))
+        at = 0
+        if self.offsets:
+            now = asyncio.get_running_loop().time()
+            at = round((now - min(self.offsets) + JITTER_S) * self.rate)
+        self.marks.append((at, kind))
 
-    async def feed(self, pcm: np.ndarray, rate: int) -> None:
-        """pcm [S] float32 at `rate`: the track's next frame."""
-        self.rate, self.frame_samples = rate, max(pcm.size, 1)
-        pos, end = self.received, self.received + pcm.size
-        while self.marks and self.marks[0][0] < end:
+    async def feed(self, pcm: np.ndarray, rate: int, pos: int | None = None) -> None:
+        """pcm [S] float32 at `rate`: the track's next frame, at timeline position `pos` (default: after the last)."""
+        pos = self.pos if pos is None else pos
+        self.rate, self.pos = rate, pos + pcm.size
+        self.offsets.append(asyncio.get_running_loop().time() - pos / rate)
+        while self.marks and self.marks[0][0] < self.pos:
             at, kind = self.marks.popleft()
             cut = max(at - pos, 0)
             self._audio(pcm[:cut])
             pcm, pos = pcm[cut:], pos + cut
             await self._apply(kind)
         self._audio(pcm)
-        self.received = end
 
     async def flush(self) -> None:
         while self.marks:
@@ -267,8 +274,6 @@ class RtcSession:
     def _on_track(self, track) -> None:
         if track.kind == "audio" and not self.gate.live:
             self.gate.live = True
-            queue = getattr(track, "_queue", None)   # aiortc's RemoteStreamTrack: decoded frames waiting for recv()
-            self.gate.backlog = queue.qsize if isinstance(queue, asyncio.Queue) else (lambda: 0)
             self._spawn(self._run_mic(track))
         else:
             self._spawn(self._drain(track))   # an unused track is still read, or aiortc queues its frames forever
@@ -324,7 +329,8 @@ class RtcSession:
                 self.gate.live = False
                 await self.gate.flush()
                 return
-            await self.gate.feed(mono(frame), frame.sample_rate)
+            pos = None if frame.pts is None or frame.time_base is None else round(frame.pts * frame.time_base * frame.sample_rate)
+            await self.gate.feed(mono(frame), frame.sample_rate, pos)
 
     async def _drain(self, track) -> None:
         try:

@@ -69,29 +69,35 @@ def _mic_track():
     from av import AudioFrame
 
     class Mic(MediaStreamTrack):
-        """A microphone: 20 ms frames at 48 kHz in real time, silence until say(pcm); `ended` once its last frame is out."""
+        """A microphone: 20 ms frames at 48 kHz on a real-time clock, silence but for say(pcm).
+
+        Like a real one, say() starts at the first frame not captured yet by the clock (even if the sender is late
+        asking for frames: it then gets them in a burst), and `ended` is set when the clock has captured the last.
+        """
 
         kind = "audio"
 
         def __init__(self):
             super().__init__()
-            self.todo = np.zeros(0, np.float32)
+            self.pcm = np.zeros(0, np.float32)
+            self.at = 0                  # frame index where pcm begins
             self.n = 0
-            self.t0 = None
+            self.t0 = time.monotonic()
             self.ended = asyncio.Event()
 
         def say(self, pcm: np.ndarray) -> None:
-            self.todo = np.concatenate([self.todo, pcm.astype(np.float32)])
+            self.at = max(self.n, int(np.ceil((time.monotonic() - self.t0) * MIC_RATE / MIC_FRAME)))
+            self.pcm = pcm.astype(np.float32)
             self.ended.clear()
+            done = self.t0 + (self.at + -(-pcm.size // MIC_FRAME)) * MIC_FRAME / MIC_RATE
+            asyncio.get_running_loop().call_later(max(done - time.monotonic(), 0), self.ended.set)
 
         async def recv(self):
-            self.t0 = self.t0 or time.monotonic()
             wait = self.t0 + self.n * MIC_FRAME / MIC_RATE - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            chunk, self.todo = self.todo[:MIC_FRAME], self.todo[MIC_FRAME:]
-            if chunk.size and not self.todo.size:
-                asyncio.get_running_loop().call_later(0.02, self.ended.set)   # once the sender has sent it
+            k = (self.n - self.at) * MIC_FRAME
+            chunk = self.pcm[max(k, 0):max(k + MIC_FRAME, 0)]
             pcm = np.zeros(MIC_FRAME, np.int16)
             pcm[:chunk.size] = np.clip(np.rint(chunk * 32767), -32768, 32767)
             f = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
@@ -255,6 +261,30 @@ def test_interrupt_and_disconnect_frees_the_session(rtc_server):
         await wait_until(lambda: health(base)["sessions"] == 0, 10, "the session freed")
     run(freed(), 15)
     assert not app.state.streams
+
+
+@needs_aiortc
+@pytest.mark.parametrize("bad", ['{"type": "start", "pace": "fast"}', "not json", '{"type": "dance"}'])
+def test_a_bad_control_message_gets_an_error_and_the_close(rtc_server, bad):
+    base, _ = rtc_server
+
+    async def go():
+        p = Peer(base, token="s3")
+        closed = asyncio.Event()
+        p.pc.on("connectionstatechange", lambda: p.pc.connectionState in ("closed", "failed") and closed.set())
+        p.channel.on("close", closed.set)
+        try:
+            await p.connect()
+            p.channel.send(bad)
+            err = await p.text("error", 5)
+            await asyncio.wait_for(closed.wait(), 10)   # the server closed the connection
+            await wait_until(lambda: health(base)["sessions"] == 0, 10, "the session freed")
+            return err["message"]
+        finally:
+            await p.close()
+
+    message = run(go(), 30)
+    assert "|" in message and "\n" not in message
 
 
 @needs_aiortc
