@@ -3,13 +3,17 @@
     python -m tools.bench.serve_load --ray                          # 1, 2, 4, 8 clients, 1 replica
     python -m tools.bench.serve_load --ray --replicas 2 --clients 4 --seconds 10 --out tools/bench/RESULTS.md
 
-Plain `gt serve` first (a fresh subprocess per N, as serve_load does; nothing of Ray running, whose idle
-daemons would slow it), then `gt serve --ray` (one local Ray instance for every N; --replicas replicas sharing
-the machine's cores, --num-cpus each, as Ray caps a replica's OpenMP threads to its CPUs) with the same N
-realtime clients, then `fast` throughput. Both report per session FPS, latency p50/p99, frame-interval p99,
-frames lost, and the CPU time of the server's whole process tree per delivered frame (Ray: driver, GCS, raylet,
-proxy, controller and replicas). Ray's overhead = its CPU per frame
-over plain's, and its latency p50 minus plain's.
+Both servers run at once, each started once for every N: plain `gt serve` and `gt serve --ray` (a local Ray
+instance; --replicas replicas sharing the machine's cores, --num-cpus each, as Ray caps a replica's OpenMP
+threads to its CPUs). They are measured in turn on the same clients, the other one frozen (SIGSTOP on its whole
+process tree, so Ray's idle daemons take nothing from plain), N by N and then `fast` round by round: load from
+other work on a shared machine falls on both alike. Both report per session FPS, latency p50/p99,
+frame-interval p99, frames lost, and the CPU time of the server's whole process tree per delivered frame (Ray:
+driver, GCS, raylet, proxy, controller and replicas).
+
+Ray's overhead, two figures: at `fast` pace (every frame a speech frame, as fast as the server renders),
+frames per second of all sessions and CPU per frame against plain's; at realtime pace (25 FPS per session), the
+latency p50 added and the CPU per frame against plain's (both servers deliver the same frames while they keep up).
 """
 from __future__ import annotations
 
@@ -148,48 +152,67 @@ def fast_round(a, port: int, pid: int, pcm: np.ndarray) -> tuple[float, float]:
     return frames / (time.perf_counter() - t0), 1e3 * (cpu_s(pid) - c0) / frames
 
 
-def measure_all(a, server, pcm: np.ndarray, fast_pcm: np.ndarray, rounds: int = 3) -> tuple[dict, tuple]:
-    """Every N on one server kind (`server(n)` -> a started server, reused when it returns the same one), then the
-    `fast` throughput, best of `rounds` -> ({N: row}, (fps, cpu ms per frame))."""
-    rows, best = {}, (0.0, 0.0)
+class Frozen:
+    """`with Frozen(pid):` the process tree of pid is stopped (SIGSTOP) and resumed (SIGCONT) after: the server not
+    being measured takes no CPU from the one that is (Ray's daemons poll even when idle)."""
+
+    def __init__(self, root: int):
+        self.pids = tree(root)
+
+    def _signal(self, sig) -> None:
+        for p in self.pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self):
+        self._signal(signal.SIGSTOP)
+        return self
+
+    def __exit__(self, *exc):
+        self._signal(signal.SIGCONT)
+        time.sleep(0.5)   # let it catch up on its timers before it is measured
+
+
+def interleaved(a, plain, ray, pcm: np.ndarray, fast_pcm: np.ndarray, rounds: int = 3) -> tuple[dict, dict, tuple, tuple]:
+    """Both servers up; every N and every `fast` round on plain, then on Ray, each with the other frozen, so that the
+    shared machine's load falls on both alike -> (plain {N: row}, ray {N: row}, plain (fps, cpu), ray (fps, cpu)),
+    throughput the best of `rounds`."""
+    rows: tuple[dict, dict] = ({}, {})
+    best = [(0.0, 0.0), (0.0, 0.0)]
+    pair = ((plain, ray), (ray, plain))
     for n in (c for c in a.clients if c > 0):
-        srv = server()
-        rows[n] = measure(srv.port, srv.proc.pid, n, pcm)
-    if a.throughput:
-        srv = server()
-        for _ in range(rounds):
-            best = max(best, fast_round(a, srv.port, srv.proc.pid, fast_pcm))
-    return rows, best
+        for k, (srv, other) in enumerate(pair):
+            with Frozen(other.proc.pid):
+                rows[k][n] = measure(srv.port, srv.proc.pid, n, pcm)
+            print(f"  {n} clients, {('plain', 'ray')[k]}: " + ", ".join(f"{key} {v:.1f}" for key, v in rows[k][n].items()), flush=True)
+    for _ in range(rounds if a.throughput else 0):
+        for k, (srv, other) in enumerate(pair):
+            with Frozen(other.proc.pid):
+                best[k] = max(best[k], fast_round(a, srv.port, srv.proc.pid, fast_pcm))
+    return rows[0], rows[1], best[0], best[1]
 
 
 def run(a) -> None:
-    """serve_load.main's arguments (a) with --ray: plain `gt serve` for every N (nothing of Ray running), then
-    `gt serve --ray` for every N; the rows side by side."""
+    """serve_load.main's arguments (a) with --ray: plain `gt serve` and `gt serve --ray`, interleaved; the rows side
+    by side."""
     pcm, fast_pcm = speech(a.seconds), speech(a.throughput_seconds)
     head = [f"Machine: {machine()}; bundle {a.bundle or 'default (128 px, 6000 Gaussians)'}; {a.seconds:.0f} s of speech per "
-            f"client at real time; plain `gt serve` (a fresh server per N), then `gt serve --ray --replicas {a.replicas} "
-            f"--num-cpus {RayServer.num_cpus(a.replicas)}` (local Ray, one instance for every N).", "",
+            f"client at real time; plain `gt serve` and `gt serve --ray --replicas {a.replicas} "
+            f"--num-cpus {RayServer.num_cpus(a.replicas)}` (local Ray), each started once, measured in turn (the other frozen).", "",
             "| clients | server | FPS min / mean | latency p50 / p99 (ms) | frame interval p99 (ms) | frames lost | A/V drift "
             "| CPU per frame (ms, server tree) | Ray overhead (CPU per frame, latency p50) |", "|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(head), flush=True)
-    held = []
-
-    def plain():
-        while held:
-            held.pop().close()
-        held.append(Server(a.bundle, a.max_batch))
-        return held[-1]
-
+    srv = Server(a.bundle, a.max_batch)
     try:
-        p_rows, p_best = measure_all(a, plain, pcm, fast_pcm)
+        rs = RayServer(a.bundle, a.replicas)
+        try:
+            p_rows, r_rows, p_best, r_best = interleaved(a, srv, rs, pcm, fast_pcm)
+        finally:
+            rs.close()
     finally:
-        while held:
-            held.pop().close()
-    rs = RayServer(a.bundle, a.replicas)
-    try:
-        r_rows, r_best = measure_all(a, lambda: rs, pcm, fast_pcm)
-    finally:
-        rs.close()
+        srv.close()
     lines = list(head)
     for n, p in p_rows.items():
         r = r_rows[n]
@@ -200,7 +223,7 @@ def run(a) -> None:
     if a.throughput:
         (pf, pc), (rf, rc) = p_best, r_best
         lines += ["", f"Throughput, {a.throughput} `fast` clients x {a.throughput_seconds:.0f} s of speech (every frame a speech "
-                  "frame), best of 3 rounds:", "",
+                  "frame), best of 3 interleaved rounds:", "",
                   "| server | frames per second (all sessions) | CPU per frame (ms, server tree) |", "|---|---|---|",
                   f"| plain | {pf:.1f} | {pc:.1f} |",
                   f"| ray x{a.replicas} | {rf:.1f} ({100 * (rf / pf - 1):+.0f} %) | {rc:.1f} ({100 * (rc / pc - 1):+.0f} %) |"]
