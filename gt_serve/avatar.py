@@ -17,6 +17,17 @@ from gt_runtime.contract import SAMPLE_RATE, WINDOW
 from gt_serve.renderer import Job, Renderer
 
 
+def render_lanes() -> int:
+    """CPU render lanes: the usable cores, capped by OMP_NUM_THREADS when set (a Ray replica's CPUs)."""
+    import os
+
+    from gt_runtime.util.cpu import usable_cores
+
+    cores = usable_cores()
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(cores, int(omp))) if omp.isdigit() and int(omp) > 0 else cores
+
+
 class IdleFrames:
     """Track frame -> idle frame JPEG (the avatar at rest), rendered on demand and cached (up to max_bytes)."""
 
@@ -93,17 +104,14 @@ class Avatar:
                  jpeg_quality: int = 85):
         from gt_runtime.playback.player import Player
 
-        from gt_runtime.util.cpu import usable_cores
-
         self.name = name
-        # On the CPU with ONNX Runtime (thread-safe runs), one deform worker per core, each engine call on one thread.
-        cores = usable_cores()
+        # On the CPU: one render lane per core, every stage of a lane on one thread (engine threads=1, raster 1).
         probe = Player(bundle, engine=engine, raster=raster, batch=max_batch, threads=1)
-        parallel = probe.pipeline.device == "cpu" and probe.describe()["engine"].startswith("onnxruntime") and cores > 1
-        self.player = probe if parallel else Player(bundle, engine=engine, raster=raster, batch=max_batch)
-        if not parallel:
+        cpu = probe.pipeline.device == "cpu" and probe.pipeline.raster != "cuda"
+        self.player = probe if cpu else Player(bundle, engine=engine, raster=raster, batch=max_batch)
+        if not cpu:
             probe.close()
-        self.workers = cores if parallel else 1
+        self.lanes = render_lanes() if cpu else 1
         self.pipeline = self.player.pipeline
         self.width, self.height, self.fps = self.player.width, self.player.height, self.player.fps
         s = self.player.session()
@@ -111,7 +119,7 @@ class Avatar:
         s.close()
         self.track_frames = self.pipeline.scene.num_frames
         self.idle_window = self._silence_window()
-        self.renderer = Renderer(self.pipeline, max_batch, jpeg_quality, name, self.workers)
+        self.renderer = Renderer(self.pipeline, max_batch, jpeg_quality, name, self.lanes, raster_threads=1 if cpu else None)
         self.idle = IdleFrames(self)
 
     def _silence_window(self) -> np.ndarray:

@@ -239,16 +239,18 @@ class FramePipeline:
         return off, {"audio_encoder": t1 - t0, "deform": t2 - t1, "composite": t3 - t2}
 
     # -- stage B: activations + raster ------------------------------------------------------
-    def render(self, state: RenderState, frames: np.ndarray, off: dict, overlapped: bool = False) -> tuple[np.ndarray, dict]:
+    def render(self, state: RenderState, frames: np.ndarray, off: dict, overlapped: bool = False,
+               threads: int | None = None) -> tuple[np.ndarray, dict]:
         """frames [B], offsets -> (frames uint8 [B, H, W, 3] numpy, stage seconds).
 
         overlapped: the deformation runs beside it (the C++ rasterizer then takes overlap_raster_threads).
+        threads: the C++ rasterizer's threads for this call instead (a caller running its own threads side by side).
         """
         t0 = time.perf_counter()
         if self.raster == "cuda":
             out = self._render_cuda(state, frames, off)
         else:
-            out = self._render_cpu(frames, off, self.overlap_raster_threads if overlapped else self.raster_threads)
+            out = self._render_cpu(frames, off, threads or (self.overlap_raster_threads if overlapped else self.raster_threads))
         return out, {"raster": time.perf_counter() - t0}
 
     def _render_cpu(self, frames, off, threads=None):
