@@ -26,29 +26,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 @pytest.fixture(scope="module")
 def ray_server():
-    """A local Ray instance (2 CPUs, 127.0.0.1, no dashboard) running gt serve --ray with 2 replicas -> base URL."""
+    """A local Ray instance as `gt serve --ray` starts it (2 CPUs, 127.0.0.1, no dashboard, its idle pollers slowed)
+    running gt serve --ray with 2 replicas -> base URL."""
     from ray import serve
 
     from gt_serve import ServeConfig
-    from gt_serve.ray_serve import CALLBACK, CALLBACK_ENV, RayOptions, deploy
+    from gt_serve.ray_serve import RayOptions, deploy, start_local_ray
 
-    old = os.environ.get(CALLBACK_ENV)
-    os.environ[CALLBACK_ENV] = CALLBACK   # the proxy actor inherits it
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=128 << 20,
-             log_to_driver=False, logging_level="warning")
+    env = dict(os.environ)   # start_local_ray sets Ray's variables here, for the processes Ray starts
+    ro = RayOptions(replicas=2, num_cpus=1.0, object_store_mb=128)
+    start_local_ray(ro)
     try:
         cfg = ServeConfig(port=free_port(), max_sessions=2, max_queued_s=20.0)
-        deploy(cfg, RayOptions(replicas=2, num_cpus=1.0))
+        deploy(cfg, ro)
         base = f"127.0.0.1:{cfg.port}"
         _wait_warm(base)
         yield base
     finally:
         serve.shutdown()
         ray.shutdown()
-        if old is None:
-            os.environ.pop(CALLBACK_ENV, None)
-        else:
-            os.environ[CALLBACK_ENV] = old
+        os.environ.clear()
+        os.environ.update(env)
     assert not ray.is_initialized()
 
 

@@ -52,16 +52,27 @@ def tree(root: int) -> list[int]:
     return out
 
 
-def cpu_s(root: int) -> float:
-    """User + system CPU seconds of root's process tree."""
-    total = 0
+ROLES = (("ServeReplica", "replicas"), ("ProxyActor", "proxy"))   # Ray's process titles -> role; the rest: "other"
+
+
+def cpu_parts(root: int) -> dict[str, float]:
+    """User + system CPU seconds of root's process tree by role: replicas, proxy, other (the driver, GCS, raylet,
+    Serve controller, agents; the whole plain server)."""
+    out = {"replicas": 0.0, "proxy": 0.0, "other": 0.0}
     for p in tree(root):
         try:
             f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(f[11]) + int(f[12])
+            title = Path(f"/proc/{p}/cmdline").read_bytes()[:200].decode(errors="replace")
         except (OSError, IndexError):
-            pass
-    return total / TICK
+            continue
+        role = next((r for key, r in ROLES if key in title), "other")
+        out[role] += (int(f[11]) + int(f[12])) / TICK
+    return out
+
+
+def cpu_s(root: int) -> float:
+    """User + system CPU seconds of root's process tree."""
+    return sum(cpu_parts(root).values())
 
 
 def rss_mb(root: int) -> float:
@@ -133,13 +144,16 @@ def measure(port: int, pid: int, n: int, pcm: np.ndarray) -> dict:
         await asyncio.gather(*(realtime_client(port, pcm, st) for st in stats))
         s.cancel()
 
-    c0 = cpu_s(pid)
+    c0 = cpu_parts(pid)
     asyncio.run(main())
+    c1 = cpu_parts(pid)
     frames = sum(s["frames"] for s in stats)
+    parts = {k: 1e3 * (c1[k] - c0[k]) / max(frames, 1) for k in c0}
     return {"fps_min": min(s["fps"] for s in stats), "fps_mean": float(np.mean([s["fps"] for s in stats])),
             "lat_p50": float(np.median([s["lat_p50"] for s in stats])), "lat_p99": max(s["lat_p99"] for s in stats),
             "interval_p99": max(s["interval_p99"] for s in stats), "lost": sum(s["lost"] for s in stats),
-            "drift": max(abs(s["drift"]) for s in stats), "cpu_ms_per_frame": 1e3 * (cpu_s(pid) - c0) / max(frames, 1),
+            "drift": max(abs(s["drift"]) for s in stats), "cpu_ms_per_frame": sum(parts.values()),
+            "cpu_parts": parts,
             "mem_per_session_mb": (max(peak[0], rss0) - rss0) / n}
 
 
@@ -186,7 +200,8 @@ def interleaved(a, plain, ray, pcm: np.ndarray, fast_pcm: np.ndarray, rounds: in
         for k, (srv, other) in enumerate(pair):
             with Frozen(other.proc.pid):
                 rows[k][n] = measure(srv.port, srv.proc.pid, n, pcm)
-            print(f"  {n} clients, {('plain', 'ray')[k]}: " + ", ".join(f"{key} {v:.1f}" for key, v in rows[k][n].items()), flush=True)
+            print(f"  {n} clients, {('plain', 'ray')[k]}: " + ", ".join(f"{key} {v:.1f}" for key, v in rows[k][n].items()
+                                                                    if key != "cpu_parts"), flush=True)
     for _ in range(rounds if a.throughput else 0):
         for k, (srv, other) in enumerate(pair):
             with Frozen(other.proc.pid):
@@ -202,7 +217,8 @@ def run(a) -> None:
             f"client at real time; plain `gt serve` and `gt serve --ray --replicas {a.replicas} "
             f"--num-cpus {RayServer.num_cpus(a.replicas)}` (local Ray), each started once, measured in turn (the other frozen).", "",
             "| clients | server | FPS min / mean | latency p50 / p99 (ms) | frame interval p99 (ms) | frames lost | A/V drift "
-            "| CPU per frame (ms, server tree) | Ray overhead (CPU per frame, latency p50) |", "|---|---|---|---|---|---|---|---|---|"]
+            "| CPU per frame (ms, server tree) | of which replicas / proxy / other (ms) | Ray overhead (CPU per frame, latency p50) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(head), flush=True)
     srv = Server(a.bundle, a.max_batch)
     try:
@@ -219,7 +235,9 @@ def run(a) -> None:
         over = f"{100 * (r['cpu_ms_per_frame'] / p['cpu_ms_per_frame'] - 1):+.0f} %, {r['lat_p50'] - p['lat_p50']:+.0f} ms"
         for name, x, o in (("plain", p, ""), (f"ray x{a.replicas}", r, over)):
             lines.append(f"| {n} | {name} | {x['fps_min']:.1f} / {x['fps_mean']:.1f} | {x['lat_p50']:.0f} / {x['lat_p99']:.0f} | "
-                         f"{x['interval_p99']:.0f} | {x['lost']} | {x['drift']:.0f} | {x['cpu_ms_per_frame']:.1f} | {o} |")
+                         f"{x['interval_p99']:.0f} | {x['lost']} | {x['drift']:.0f} | {x['cpu_ms_per_frame']:.1f} | "
+                         + (" / ".join(f"{x['cpu_parts'][k]:.1f}" for k in ("replicas", "proxy", "other")) if o else "")
+                         + f" | {o} |")
     if a.throughput:
         (pf, pc), (rf, rc) = p_best, r_best
         lines += ["", f"Throughput, {a.throughput} `fast` clients x {a.throughput_seconds:.0f} s of speech (every frame a speech "
