@@ -225,5 +225,6 @@ def serve(cfg: ServeConfig) -> None:
     print(f"gt serve: avatars {names} on http://{cfg.host}:{cfg.port}/ (max {cfg.max_sessions} sessions"
           f"{', token required' if cfg.token else ''})", flush=True)
     # uvicorn's own cap is above ours, so that a message over ours still gets an error message before the close.
+    # No permessage-deflate: a frame is mostly JPEG, which deflate cannot shrink (CPU spent on both ends for nothing).
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, ws_max_size=4 * cfg.max_message_bytes,
-                ws_ping_interval=20.0, ws_ping_timeout=20.0)
+                ws_ping_interval=20.0, ws_ping_timeout=20.0, ws_per_message_deflate=False)
