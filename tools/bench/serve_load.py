@@ -20,8 +20,11 @@ against the input (A/V drift), the frame count and the index sequence.
 
 Throughput (`--throughput`): 4 `fast` clients at once, each one utterance, on a server with
 --max-batch 8 (batching across sessions) and --max-batch 1 (every frame alone), and the same
-frames from 4 threads each running `Player.play` on its own session ("four separate streams"),
-in turn, best of 3 rounds.
+frames from 4 threads each running `Player.play` on its own session ("four separate streams",
+the Player's defaults), in turn, best of 3 rounds; with the CPU time per frame of each (the
+server process; this process for the separate streams), which a shared machine's load moves
+much less than the wall clock. The server's own figures (render lanes, stage ms per frame)
+come from its /healthz.
 """
 from __future__ import annotations
 
@@ -89,6 +92,19 @@ class Server:
 
     def health(self) -> dict:
         return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5).read())
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the server process (all its threads)."""
+        f = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    def render_stats(self) -> dict:
+        """The default avatar's render stats (/healthz): lanes, batches, mean_batch, ms_per_frame by stage."""
+        return next(iter(self.health()["render"].values()))
+
+    def engine(self) -> str:
+        info = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/avatars", timeout=5).read())[0]
+        return f"{info['engine']} + {info['raster']} raster"
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -171,8 +187,11 @@ def run_realtime(bundle, n: int, seconds: float, max_batch: int) -> dict:
             await asyncio.gather(*(realtime_client(srv.port, pcm, st) for st in stats))
             s.cancel()
 
+        c0 = srv.cpu_s()
         asyncio.run(main())
-        render = next(iter(srv.health()["render"].values()))
+        cpu = srv.cpu_s() - c0
+        render = srv.render_stats()
+        engine = srv.engine()
     finally:
         srv.close()
     return {"clients": n, "seconds": seconds, "fps_min": min(s["fps"] for s in stats),
@@ -180,7 +199,8 @@ def run_realtime(bundle, n: int, seconds: float, max_batch: int) -> dict:
             "lat_p50": float(np.median([s["lat_p50"] for s in stats])), "lat_p99": max(s["lat_p99"] for s in stats),
             "interval_p99": max(s["interval_p99"] for s in stats), "lost": sum(s["lost"] for s in stats),
             "drift": max(abs(s["drift"]) for s in stats), "mem_per_session_mb": (peak[0] - rss0) / n,
-            "rss0_mb": rss0, "mean_batch": render["mean_batch"]}
+            "rss0_mb": rss0, "mean_batch": render["mean_batch"], "lanes": render["lanes"], "engine": engine,
+            "cpu_ms_per_frame": 1e3 * cpu / max(sum(s["frames"] for s in stats), 1)}
 
 
 async def fast_client(port: int, pcm: np.ndarray) -> int:
@@ -217,32 +237,41 @@ def run_throughput(bundle, n: int, seconds: float, rounds: int = 3) -> dict:
     servers = {mb: Server(bundle, mb) for mb in (8, 1)}
     player = Player(bundle or default_bundle())
     list(player.play(pcm[:SAMPLE_RATE]))   # warm-up
-    best = {"server_b8_fps": 0.0, "server_b1_fps": 0.0, "separate_fps": 0.0}
+    best = {k: 0.0 for k in ("server_b8_fps", "server_b1_fps", "separate_fps")}
+    cpu = {k: float("inf") for k in ("server_b8", "server_b1", "separate")}   # CPU ms per frame, lowest of the rounds
     try:
         for _ in range(rounds):
             for mb, srv in servers.items():
                 async def main(port=srv.port):
                     return await asyncio.gather(*(fast_client(port, pcm) for _ in range(n)))
-                t0 = time.perf_counter()
+                c0, t0 = srv.cpu_s(), time.perf_counter()
                 got = asyncio.run(main())
-                best[f"server_b{mb}_fps"] = max(best[f"server_b{mb}_fps"], sum(got) / (time.perf_counter() - t0))
+                dt, dc = time.perf_counter() - t0, srv.cpu_s() - c0
+                best[f"server_b{mb}_fps"] = max(best[f"server_b{mb}_fps"], sum(got) / dt)
+                cpu[f"server_b{mb}"] = min(cpu[f"server_b{mb}"], 1e3 * dc / max(sum(got), 1))
             counts = [0] * n
 
             def one(k, counts=counts):
                 counts[k] = sum(1 for _ in player.play(pcm))
             th = [threading.Thread(target=one, args=(k,)) for k in range(n)]
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             for t in th:
                 t.start()
             for t in th:
                 t.join()
-            best["separate_fps"] = max(best["separate_fps"], sum(counts) / (time.perf_counter() - t0))
-        mean_batch = next(iter(servers[8].health()["render"].values()))["mean_batch"]
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            best["separate_fps"] = max(best["separate_fps"], sum(counts) / dt)
+            cpu["separate"] = min(cpu["separate"], 1e3 * dc / max(sum(counts), 1))
+        render = servers[8].render_stats()
+        engine = servers[8].engine()
+        separate_engine = player.describe()["engine"]
     finally:
         for srv in servers.values():
             srv.close()
         player.close()
-    return {"clients": n, "seconds": seconds, "rounds": rounds, "server_b8_mean_batch": mean_batch, **best}
+    return {"clients": n, "seconds": seconds, "rounds": rounds, "server_b8_mean_batch": render["mean_batch"],
+            "lanes": render["lanes"], "stage_ms": render.get("ms_per_frame", {}), "engine": engine,
+            "separate_engine": separate_engine, **best, **{f"cpu_{k}": v for k, v in cpu.items()}}
 
 
 async def long_client(port: int, pcm: np.ndarray) -> dict:
@@ -295,7 +324,13 @@ def run_long(bundle, minutes: float) -> dict:
 def machine() -> str:
     from gt_runtime.util.cpu import cpu_name
 
-    return f"{cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+    flags = set()
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        pass
+    isa = "+".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni") if f in flags) or "no AVX2"
+    return f"{cpu_name()}, {os.cpu_count()} cores ({isa}), load average {os.getloadavg()[0]:.1f} at start"
 
 
 def main(argv=None) -> None:
@@ -322,22 +357,33 @@ def main(argv=None) -> None:
     lines = [f"Machine: {machine()}; bundle {a.bundle or 'default (128 px, 6000 Gaussians)'}; "
              f"{a.seconds:.0f} s of speech per client, sent in 20 ms chunks at real time; --max-batch {a.max_batch}.", "",
              "| clients | FPS min / mean | latency p50 / p99 (ms) | frame interval p99 (ms) | frames lost | A/V drift (frames) "
-             "| memory per session (MB) | mean batch |", "|---|---|---|---|---|---|---|---|"]
+             "| memory per session (MB) | mean batch | server CPU per frame (ms) |", "|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
+    r = None
     for n in (c for c in a.clients if c > 0):   # --clients 0: none
         r = run_realtime(a.bundle, n, a.seconds, a.max_batch)
         row = (f"| {n} | {r['fps_min']:.1f} / {r['fps_mean']:.1f} | {r['lat_p50']:.0f} / {r['lat_p99']:.0f} | "
-               f"{r['interval_p99']:.0f} | {r['lost']} | {r['drift']:.0f} | {r['mem_per_session_mb']:.1f} | {r['mean_batch']:.2f} |")
+               f"{r['interval_p99']:.0f} | {r['lost']} | {r['drift']:.0f} | {r['mem_per_session_mb']:.1f} | {r['mean_batch']:.2f} "
+               f"| {r['cpu_ms_per_frame']:.1f} |")
         print(row, flush=True)
         lines.append(row)
+    if r is not None:
+        lines += ["", f"Server: {r['engine']}, {r['lanes']} render lanes; server CPU per frame: the server process's CPU time "
+                  "over the frames it sent (idle frames, cached, included)."]
+        print("\n".join(lines[-2:]), flush=True)
     if a.throughput:
         r = run_throughput(a.bundle, a.throughput, a.throughput_seconds)
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items())
         more = ["", f"Throughput, {r['clients']} `fast` clients x {r['seconds']:.0f} s of speech (frames per second, all sessions; "
-                f"best of {r['rounds']} interleaved rounds):", "",
-                "| batched server (--max-batch 8) | unbatched server (--max-batch 1) | separate streams (threads x Player.play) | batched / separate |",
-                "|---|---|---|---|",
-                f"| {r['server_b8_fps']:.1f} (mean batch {r['server_b8_mean_batch']:.2f}) | {r['server_b1_fps']:.1f} | "
-                f"{r['separate_fps']:.1f} | {r['server_b8_fps'] / r['separate_fps']:.2f}x |"]
+                f"best of {r['rounds']} interleaved rounds; CPU ms per frame, lowest of the rounds). Server: {r['engine']}, "
+                f"{r['lanes']} render lanes; separate streams: {r['separate_engine']}, the Player's defaults:", "",
+                "| | batched server (--max-batch 8) | unbatched server (--max-batch 1) | separate streams (threads x Player.play) | batched / separate |",
+                "|---|---|---|---|---|",
+                f"| frames per second | {r['server_b8_fps']:.1f} (mean batch {r['server_b8_mean_batch']:.2f}) | {r['server_b1_fps']:.1f} | "
+                f"{r['separate_fps']:.1f} | {r['server_b8_fps'] / r['separate_fps']:.2f}x |",
+                f"| CPU ms per frame | {r['cpu_server_b8']:.1f} | {r['cpu_server_b1']:.1f} | {r['cpu_separate']:.1f} | "
+                f"{r['cpu_separate'] / r['cpu_server_b8']:.2f}x less |",
+                "", f"Batched server, thread time per frame by stage (ms, summed over lanes): {stages}."]
         print("\n".join(more), flush=True)
         lines += more
     if a.long_minutes:
