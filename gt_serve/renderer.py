@@ -75,9 +75,11 @@ class Renderer:
 
     def submit(self, jobs) -> None:
         with self._cv:
+            n = 0
             for j in jobs:
                 (self._q if j.urgent else self._bg).append(j)
-            self._cv.notify_all()
+                n += 1
+            self._cv.notify(n)   # one lane per new job at most (a lane woken for nothing costs a GIL round trip)
 
     def queued(self) -> int:
         return len(self._q) + len(self._bg)
