@@ -115,10 +115,73 @@ void gemm_f32(const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, i
 // q + 64 in [1, 127] (so every kernel reads u8 values; gemm_i8 takes 64 * colsum(w) off).
 constexpr int kQmaxRelu = 127, kQmaxSigned = 63, kSignedOffset = 64;
 
+#if defined(GT_SIMD_AVX2)
+// 32 floats (a, b, c, d) -> q[0..31] = round(x inv) + offset. |round(x inv)| <= qmax <= 127 and
+// offset + qmax <= 127, so the saturating packs never clip and the offset is added as int8.
+inline void quant32(__m256 a, __m256 b, __m256 c, __m256 d, __m256 inv, int offset, int8_t* q)
+{
+    const __m256i ab = _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(a, inv)), _mm256_cvtps_epi32(_mm256_mul_ps(b, inv)));
+    const __m256i cd = _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(c, inv)), _mm256_cvtps_epi32(_mm256_mul_ps(d, inv)));
+    // packs work per 128-bit lane: the dwords hold a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7
+    const __m256i v = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i*)q, _mm256_add_epi8(v, _mm256_set1_epi8((char)offset)));
+}
+
+// Lane sums of 8 rows' vectors acc[i] (row i in lane i), each in sum64's order:
+// ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)).
+inline __m256 hsum8x8(const __m256* acc)
+{
+    __m256 t[4];  // t[i] = [a + a' of row i | of row i + 4], a the low half, a' the high half
+    for (int i = 0; i < 4; ++i)
+        t[i] = _mm256_add_ps(_mm256_permute2f128_ps(acc[i], acc[i + 4], 0x20), _mm256_permute2f128_ps(acc[i], acc[i + 4], 0x31));
+    return _mm256_hadd_ps(_mm256_hadd_ps(t[0], t[1]), _mm256_hadd_ps(t[2], t[3]));
+}
+
+// Lane maxima of 8 rows' vectors acc[i] (row i in lane i).
+inline __m256 hmax8x8(const __m256* acc)
+{
+    __m256 t[4];
+    for (int i = 0; i < 4; ++i)
+        t[i] = _mm256_max_ps(_mm256_permute2f128_ps(acc[i], acc[i + 4], 0x20), _mm256_permute2f128_ps(acc[i], acc[i + 4], 0x31));
+    const __m256 m01 = _mm256_max_ps(_mm256_unpacklo_ps(t[0], t[1]), _mm256_unpackhi_ps(t[0], t[1]));
+    const __m256 m23 = _mm256_max_ps(_mm256_unpacklo_ps(t[2], t[3]), _mm256_unpackhi_ps(t[2], t[3]));
+    return _mm256_max_ps(_mm256_shuffle_ps(m01, m23, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(m01, m23, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+// 8 rows' |x| maxima vectors -> qinv[i] = qmax / amax (0 for an all-zero row), s[i] = amax / qmax.
+inline void row_scales8(const __m256* amax_v, int qmax, float* qinv, float* s)
+{
+    const __m256 amax = hmax8x8(amax_v), q = _mm256_set1_ps((float)qmax);
+    _mm256_store_ps(qinv, _mm256_and_ps(_mm256_div_ps(q, amax), _mm256_cmp_ps(amax, _mm256_setzero_ps(), _CMP_GT_OQ)));
+    _mm256_storeu_ps(s, _mm256_div_ps(amax, q));
+}
+#endif
+
 // -- INT8: rows of X -> q [rows, K] = round(x / s) + offset and their scales s (x ~ s (q - offset)) ------
 // qmax: kQmaxRelu with offset 0 for a ReLU's output, kQmaxSigned with kSignedOffset for a signed input.
 void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, int offset)
 {
+#if defined(GT_SIMD_AVX2)
+    // eight rows at a time: their maxima reduced together (hmax8x8), then their quantisation
+    const __m256 sign = _mm256_set1_ps(-0.f);
+    alignas(32) float qinv[8];
+    for (int r0 = 0; r0 < kRows; r0 += 8) {
+        __m256 m[8];
+        for (int i = 0; i < 8; ++i) {
+            const float* x = X + (size_t)(r0 + i) * ldx;
+            m[i] = _mm256_setzero_ps();
+            for (int k = 0; k < K; k += 8) m[i] = _mm256_max_ps(m[i], _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+        }
+        row_scales8(m, qmax, qinv, s + r0);
+        for (int i = 0; i < 8; ++i) {
+            const float* x = X + (size_t)(r0 + i) * ldx;
+            const __m256 inv = _mm256_broadcast_ss(qinv + i);
+            for (int k = 0; k < K; k += 32)
+                quant32(_mm256_loadu_ps(x + k), _mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(x + k + 16), _mm256_loadu_ps(x + k + 24),
+                        inv, offset, q + (size_t)(r0 + i) * K + k);
+        }
+    }
+#else
     for (int r = 0; r < kRows; ++r) {
         const float* x = X + (size_t)r * ldx;
         int8_t* qr = q + (size_t)r * K;
@@ -132,23 +195,6 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, i
             const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv)), offv);
             _mm_storeu_si128((__m128i*)(qr + k), _mm512_cvtsepi32_epi8(v));
         }
-#elif defined(GT_SIMD_AVX2)
-        const __m256 sign = _mm256_set1_ps(-0.f);
-        __m256 m = _mm256_setzero_ps();
-        for (int k = 0; k < K; k += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-        const float amax = _mm_cvtss_f32(m4);
-        const __m256 inv = _mm256_set1_ps(amax > 0.f ? (float)qmax / amax : 0.f);
-        const __m256i offv = _mm256_set1_epi32(offset);
-        for (int k = 0; k < K; k += 16) {  // 16 floats -> 16 int8, round to nearest
-            const __m256i a = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv)), offv);
-            const __m256i b = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), inv)), offv);
-            const __m256i ab = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  // 16 x int16 in order
-            const __m128i v = _mm_packs_epi16(_mm256_castsi256_si128(ab), _mm256_extracti128_si256(ab, 1));
-            _mm_storeu_si128((__m128i*)(qr + k), v);
-        }
 #else
         float amax = 0.f;
         for (int k = 0; k < K; ++k) {
@@ -160,6 +206,7 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, i
 #endif
         s[r] = amax / (float)qmax;
     }
+#endif
 }
 
 // Y[r, c] = act(s_r ws_c sum_k q[r, k] wq[k, c] + b_c); NONNEG: every q >= 0 (a ReLU's output).
@@ -349,7 +396,68 @@ inline float sum64(const float* v)
 }
 
 // y = LN(a + b) per row of 64 (biased variance, eps 1e-5, affine), rows [0, kRows).
-void add_norm(const float* a, const float* b, const float* w, const float* beta, float* y)
+// q8 non-null (INT8): also quantises y's rows for the next Linear, a signed input (quant_rows with
+// kQmaxSigned, kSignedOffset) into q8 [rows, 64] and their scales s8, while each row is in registers.
+#if defined(GT_SIMD_AVX2)
+// Eight rows at a time, in passes over each row (a + b, - mean, * inv * w + beta, quantise) with the
+// per-row sums reduced for all eight rows at once (hsum8x8): a row's reductions form one long
+// dependency chain, so rows done one by one waited on it. The same operations in the same order as
+// the generic loops below (sum64's lane sums, then (v - mean) * inv * w + beta): the same floats.
+void add_norm(const float* a, const float* b, const float* w, const float* beta, float* y,
+              int8_t* q8 = nullptr, float* s8 = nullptr)
+{
+    const __m256 sign = _mm256_set1_ps(-0.f);
+    alignas(32) float mean[8], inv[8], qinv[8];
+    for (int r0 = 0; r0 < kRows; r0 += 8) {
+        __m256 acc[8];
+        for (int i = 0; i < 8; ++i) {
+            const int o = (r0 + i) * kD;
+            acc[i] = _mm256_setzero_ps();
+            for (int k = 0; k < kD; k += 8) {
+                const __m256 v = _mm256_add_ps(_mm256_loadu_ps(a + o + k), _mm256_loadu_ps(b + o + k));
+                _mm256_storeu_ps(y + o + k, v);
+                acc[i] = _mm256_add_ps(acc[i], v);
+            }
+        }
+        _mm256_store_ps(mean, _mm256_mul_ps(hsum8x8(acc), _mm256_set1_ps(1.f / kD)));
+        for (int i = 0; i < 8; ++i) {
+            const int o = (r0 + i) * kD;
+            const __m256 m = _mm256_broadcast_ss(mean + i);
+            acc[i] = _mm256_setzero_ps();
+            for (int k = 0; k < kD; k += 8) {
+                const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(y + o + k), m);
+                _mm256_storeu_ps(y + o + k, d);
+                acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(d, d));
+            }
+        }
+        const __m256 var = _mm256_add_ps(_mm256_mul_ps(hsum8x8(acc), _mm256_set1_ps(1.f / kD)), _mm256_set1_ps(1e-5f));
+        _mm256_store_ps(inv, _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_sqrt_ps(var)));  // IEEE, as 1.f / sqrtf
+        for (int i = 0; i < 8; ++i) {
+            const int o = (r0 + i) * kD;
+            const __m256 s = _mm256_broadcast_ss(inv + i);
+            acc[i] = _mm256_setzero_ps();
+            for (int k = 0; k < kD; k += 8) {
+                const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(y + o + k), s), _mm256_loadu_ps(w + k)),
+                                               _mm256_loadu_ps(beta + k));
+                _mm256_storeu_ps(y + o + k, v);
+                acc[i] = _mm256_max_ps(acc[i], _mm256_andnot_ps(sign, v));
+            }
+        }
+        if (q8 == nullptr) continue;
+        row_scales8(acc, kQmaxSigned, qinv, s8 + r0);
+        for (int i = 0; i < 8; ++i) {
+            const int o = (r0 + i) * kD;
+            const __m256 s = _mm256_broadcast_ss(qinv + i);
+            quant32(_mm256_loadu_ps(y + o), _mm256_loadu_ps(y + o + 8), _mm256_loadu_ps(y + o + 16), _mm256_loadu_ps(y + o + 24),
+                    s, kSignedOffset, q8 + o);
+            quant32(_mm256_loadu_ps(y + o + 32), _mm256_loadu_ps(y + o + 40), _mm256_loadu_ps(y + o + 48), _mm256_loadu_ps(y + o + 56),
+                    s, kSignedOffset, q8 + o + 32);
+        }
+    }
+}
+#else
+void add_norm(const float* a, const float* b, const float* w, const float* beta, float* y,
+              int8_t* q8 = nullptr, float* s8 = nullptr)
 {
     for (int r = 0; r < kRows; ++r) {
         float v[kD], sq[kD];
@@ -359,7 +467,9 @@ void add_norm(const float* a, const float* b, const float* w, const float* beta,
         const float inv = 1.f / sqrtf(sum64(sq) * (1.f / kD) + 1e-5f);
         for (int k = 0; k < kD; ++k) y[r * kD + k] = v[k] * inv * w[k] + beta[k];
     }
+    if (q8 != nullptr) quant_rows(y, kD, kD, q8, s8, kQmaxSigned, kSignedOffset);
 }
+#endif
 
 // A head with k <= kSmallHead outputs (mu, rot, scale, opacity): FP32 dot products of each row of f
 // [rows, 128] with each weight row w [k, 128] (+ b) -> y [rows, ldy]. A 16-column panel would spend
@@ -423,6 +533,8 @@ void tile(const Job& job, int row0, float* scratch)
     const int valid = job.N - row0 < kRows ? job.N - row0 : kRows;
     const float* queries = job.queries + (size_t)row0 * kD;
 
+    float x_s8[kRows];
+    int8_t* xq = q8 + kRows * kHid;  // [rows, 64]: the heads' INT8 input
     for (int b = 0; b < job.B; ++b) {
         const float* in = queries;        // layer 0 reads the tile's queries (loaded once for all B frames)
         for (int l = 0; l < net.layers; ++l) {
@@ -431,15 +543,13 @@ void tile(const Job& job, int row0, float* scratch)
             gemm_f32<false>(in, kD, am.score, 0, 1, s, kPW);   // S = X U + c
             softmax_tile(s);
             gemm_f32<false>(s, kPW, am.out, 0, kD / kPW, o, kD);  // O = A Z + bo (K = 8 columns of s)
-            add_norm(in, o, lay.n1w, lay.n1b, h);
-            linear<true, false>(net, h, kD, lay.ffn1, 0, kHid / kPW, f, kHid, q8, s8);
+            add_norm(in, o, lay.n1w, lay.n1b, h, net.int8 ? q8 : nullptr, s8);  // INT8: quantised for ffn1 too
+            linear<true, false>(net, h, kD, lay.ffn1, 0, kHid / kPW, f, kHid, q8, s8, true);
             linear<false, true>(net, f, kHid, lay.ffn2, 0, kD / kPW, o, kD, q8, s8);
-            add_norm(h, o, lay.n2w, lay.n2b, x);
+            const bool last = l == net.layers - 1;  // INT8: the heads' shared input, quantised once
+            add_norm(h, o, lay.n2w, lay.n2b, x, net.int8 && last ? xq : nullptr, x_s8);
             in = x;
         }
-        float x_s8[kRows];
-        int8_t* xq = q8 + kRows * kHid;  // [rows, 64]: the heads' shared input, quantised once
-        if (net.int8) quant_rows(x, kD, kD, xq, x_s8, kQmaxSigned, kSignedOffset);
         for (int hd = 0; hd < kHeads; ++hd) {
             const Lin& fc2 = net.fc2[hd];
             const int pp = kHid / kPW;  // panels of one head's 128 fc1 columns
