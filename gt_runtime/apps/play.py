@@ -124,15 +124,13 @@ def play(cfg: PlayConfig) -> PlayResult:
     encode = 0.0
     t_run = time.perf_counter()
     if kind == "mp4":
-        with Mp4Writer(cfg.out, w, h, fps=player.fps, sample_rate=SAMPLE_RATE) as wr:
+        # encoded on the writer's thread, beside the next frames' deformation and raster
+        with Mp4Writer(cfg.out, w, h, fps=player.fps, sample_rate=SAMPLE_RATE, background=True) as wr:
             wr.write_audio(pcm)
             for fr in frames:
-                t1 = time.perf_counter()
                 wr.write(fr)
-                encode += time.perf_counter() - t1
                 count += 1
-            t1 = time.perf_counter()
-        encode += time.perf_counter() - t1   # flush + mux at close
+        encode = wr.encode_seconds           # the encoder thread's time, flush + mux at close included
     elif kind == "png":
         from PIL import Image
 
