@@ -9,8 +9,13 @@ so what is profiled is what `gt play` runs. For each batch size B the speech is 
 B frames (B x 40 ms of audio) at a time; one *iteration* = push the chunk, render the
 batch it completes, encode its frames. The first `warmup` iterations that produce
 frames (and the priming pushes before the audio lookahead is filled) are excluded.
-Stages run one after the other here (no deform/raster overlap), so each is attributed;
-`fps_overlapped` is measured separately with the player's overlap on (CPU only).
+Stages run one after the other here (no deform/raster overlap), so each is attributed,
+and `share` gives each stage's part of the frame. How `gt play` runs them is measured
+separately (CPU raster only), delivered FPS with the encoding on the mp4 writer's thread:
+`fps_encode_thread` with the stages in turn, `fps_overlapped` with the deformation of the
+next batch beside the raster. With a fused engine (`cpu-fused`, `cuda-fused`) deform is the
+whole network and the activations in one kernel (`deform_kernel` names its variant, e.g.
+"cpu-fused-int8 (avx2)"), and raster starts from its activated Gaussians (no offsets pass).
 
 Timers: `time.perf_counter` around calls that synchronise the device (the runners
 synchronise, the CUDA rasterizer copies the frame to the host), so the stage times
@@ -22,6 +27,7 @@ JSON schema (`gt-profile/1`), all times in milliseconds per frame unless named b
     {"schema": "gt-profile/1",
      "bundle", "engine", "raster", "device", "gaussians", "width", "height",
      "engine_choice": --engine auto's measured choice as one line (gt_runtime.engines.autotune), or "",
+     "deform_kernel": the deformation as run, e.g. "cpu-fused-int8 (avx2)", "onnxruntime-int8",
      "timer": "perf_counter" | "cuda-events",
      "machine": {"cpu", "cores", "gpu", "load_avg": [1 min, 5 min, 15 min]},
      "config": {ProfileConfig fields},
@@ -30,11 +36,13 @@ JSON schema (`gt-profile/1`), all times in milliseconds per frame unless named b
                "warmup_iterations": int,
                "stages": {stage: {"mean_ms", "p50_ms", "p90_ms", "p99_ms"}},
                "other_ms": mean per frame not inside any stage (Python glue between stages),
+               "share": {stage or "other": percent of total.mean_ms},
                "total": {"mean_ms", "p50_ms", "p90_ms", "p99_ms"},
                "batch_latency": {"p50_ms", "p90_ms", "p99_ms"}   (one whole iteration of B frames),
                "fps": frames / wall time of the timed iterations (delivered, encode included),
                "model_fps": frames / (audio_encoder + deform + raster time),
-               "fps_overlapped": delivered FPS with deform/raster overlap (CPU raster), or null}]}
+               "fps_encode_thread": delivered FPS, stages in turn, encoding on its thread (CPU raster), or null,
+               "fps_overlapped": delivered FPS with deform/raster overlap, encoding on its thread (CPU raster), or null}]}
 
 Stage meaning: audio_frontend = resampling + the audio front end (`mel`, or the bundle's hubert / wav2vec2 blocks) of the pushed chunk;
 audio_encoder = audio window -> audio token; deform = token stack + deform engine;
@@ -82,7 +90,7 @@ class ProfileConfig:
     speech: Path | None = None     # default: the bundled "human" clip, looped
     encode: str = "mp4"            # mp4 (H.264 into a temporary file) | none
     threads: int | None = None     # engine CPU threads (default: all usable cores)
-    overlapped: bool = True        # also measure delivered FPS with deform/raster overlap (CPU raster)
+    overlapped: bool = True        # also measure delivered FPS as gt play runs the stages (CPU raster)
     json: Path | None = None
     png: Path | None = None
     quiet: bool = False            # no table on stderr
@@ -229,34 +237,55 @@ def _run_batch(player, cfg: ProfileConfig, batch: int, clock: _Clock, tmpdir: st
     if not totals:
         raise InputError(f"gt profile: no timed frames for batch {batch} | use more --frames or fewer --warmup")
     bl = _stats(batch_lat)
+    stages = {s: _stats(v) for s, v in per_stage.items()}
+    total = _stats(totals)
+    share = {s: 100.0 * st["mean_ms"] / total["mean_ms"] if total["mean_ms"] > 0 else 0.0 for s, st in stages.items()}
+    share["other"] = 100.0 * float(np.mean(other)) / total["mean_ms"] if total["mean_ms"] > 0 else 0.0
     return {"batch": batch, "frames": frames_timed, "iterations": len(totals), "warmup_iterations": cfg.warmup,
-            "stages": {s: _stats(v) for s, v in per_stage.items()},
-            "other_ms": float(np.mean(other)), "total": _stats(totals),
+            "stages": stages, "other_ms": float(np.mean(other)), "share": share, "total": total,
             "batch_latency": {k: bl[k] for k in ("p50_ms", "p90_ms", "p99_ms")},
             "fps": frames_timed / wall if wall > 0 else float("nan"),
             "model_fps": frames_timed / model_s if model_s > 0 else float("nan"),
-            "fps_overlapped": None}
+            "fps_encode_thread": None, "fps_overlapped": None}
 
 
-def _overlapped_fps(player, cfg: ProfileConfig, batch: int) -> float:
-    """Delivered FPS (no encode) with the player's deform/raster overlap: all audio pushed, frames pulled."""
+def _delivered_fps(player, cfg: ProfileConfig, batch: int, overlap: bool, tmpdir: str) -> float:
+    """Delivered FPS as gt play runs the stages: all audio pushed, frames pulled and encoded on the
+    mp4 writer's thread (cfg.encode "mp4"), the deformation of the next batch beside the raster or not."""
     n = cfg.frames + (cfg.warmup + 1) * batch
     pcm = _speech(cfg, n * SAMPLES_PER_FRAME)
-    s = player.session(batch=batch, overlap=True)
+    s = player.session(batch=batch, overlap=overlap)
+    wr = None
+    if cfg.encode == "mp4":
+        wr = Mp4Writer(Path(tmpdir) / "delivered.mp4", player.width, player.height, sample_rate=None, background=True)
     try:
         s.push_audio(pcm)
         s.finish()
         count, t0 = 0, None
         skip = cfg.warmup * batch
-        for _ in s.frames():
+        for fr in s.frames():
+            if wr is not None:
+                wr.write(fr)
             count += 1
             if count == skip:
                 t0 = time.perf_counter()
+        if wr is not None:
+            wr.close()
+            wr = None
         if t0 is None or count <= skip:
             return float("nan")
         return (count - skip) / (time.perf_counter() - t0)
     finally:
         s.close()
+        if wr is not None:
+            wr.abort()
+
+
+def deform_kernel(player) -> str:
+    """The deformation as run: the engine's name and, for a fused kernel, its instruction-set variant."""
+    es = player.pipeline.engines
+    variant = getattr(es.deform, "variant", None)
+    return f"{es.name} ({variant})" if variant else es.name
 
 
 def profile(cfg: ProfileConfig) -> dict:
@@ -275,18 +304,20 @@ def profile(cfg: ProfileConfig) -> dict:
     gpu = player.pipeline.device == "cuda" or player.pipeline.raster == "cuda"
     clock = _Clock(gpu)
     runs = []
+    kernel = deform_kernel(player)
     try:
         with tempfile.TemporaryDirectory(prefix="gt-profile-") as tmp:
             for b in cfg.batch:
                 r = _run_batch(player, cfg, b, clock, tmp)
                 if cfg.overlapped and not gpu and info["raster"] == "cpu":
-                    r["fps_overlapped"] = _overlapped_fps(player, cfg, b)
+                    r["fps_encode_thread"] = _delivered_fps(player, cfg, b, False, tmp)
+                    r["fps_overlapped"] = _delivered_fps(player, cfg, b, True, tmp)
                 runs.append(r)
     finally:
         player.close()
     conf = {k: (str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)) for k, v in asdict(cfg).items()}
     report = {"schema": SCHEMA, "bundle": str(bundle), **{k: info[k] for k in ("engine", "raster", "device", "gaussians", "width", "height")},
-              "engine_choice": info["engine_choice"], "timer": clock.name, "machine": machine_info(info["device"]), "config": conf,
+              "engine_choice": info["engine_choice"], "deform_kernel": kernel, "timer": clock.name, "machine": machine_info(info["device"]), "config": conf,
               "stages": list(STAGES), "runs": runs}
     if cfg.json:
         Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
@@ -308,19 +339,23 @@ def print_table(report: dict, file=None) -> None:
     con = Console(file=file or sys.stderr)
     m = report["machine"]
     t = Table(title=f"gt profile: {report['engine']} + {report['raster']} raster, {report['gaussians']} Gaussians, "
-                    f"{report['width']}x{report['height']} | {report['device']} | load {m['load_avg'][:1]}")
-    for c in ("batch", "stage", "mean ms", "p50 ms", "p90 ms", "p99 ms"):
+                    f"{report['width']}x{report['height']} | {report['device']} | load {m['load_avg'][:1]}",
+              caption=f"deform = {report.get('deform_kernel', report['engine'])}; stages in turn, each attributed; "
+                      "gt play encodes on its own thread (FPS with encode thread) and may overlap deform and raster")
+    for c in ("batch", "stage", "mean ms", "share %", "p50 ms", "p90 ms", "p99 ms"):
         t.add_column(c, justify="right" if c != "stage" else "left")
     for r in report["runs"]:
+        share = r.get("share", {})
         for s in report["stages"]:
             st = r["stages"][s]
-            t.add_row(str(r["batch"]), s, *(f"{st[k]:.2f}" for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms")))
-        t.add_row(str(r["batch"]), "other", f"{r['other_ms']:.2f}", "", "", "")
+            t.add_row(str(r["batch"]), s, f"{st['mean_ms']:.2f}", f"{share.get(s, 0.0):.1f}",
+                      *(f"{st[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms")))
+        t.add_row(str(r["batch"]), "other", f"{r['other_ms']:.2f}", f"{share.get('other', 0.0):.1f}", "", "", "")
         tot = r["total"]
-        ov = r["fps_overlapped"]
-        t.add_row(str(r["batch"]), f"[bold]total / frame[/bold] (FPS {r['fps']:.1f}, model {r['model_fps']:.1f}"
-                  + (f", overlapped {ov:.1f}" if ov is not None else "") + ")",
-                  *(f"{tot[k]:.2f}" for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms")), end_section=True)
+        extra = "".join(f", {label} {r[k]:.1f}" for k, label in (("fps_encode_thread", "with encode thread"),
+                                                                   ("fps_overlapped", "overlapped")) if r.get(k) is not None)
+        t.add_row(str(r["batch"]), f"[bold]total / frame[/bold] (FPS {r['fps']:.1f}, model {r['model_fps']:.1f}{extra})",
+                  f"{tot['mean_ms']:.2f}", "100.0", *(f"{tot[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms")), end_section=True)
     con.print(t)
 
 
