@@ -24,7 +24,6 @@ from urllib.parse import parse_qs
 
 from gt_runtime.errors import InputError, MissingDependencyError
 from gt_serve.config import ServeConfig, is_loopback
-from gt_serve.protocol import CLOSE_RESTART, error_message
 
 APP_NAME = "gt"
 DEPLOYMENT = "GtAvatars"
@@ -32,7 +31,7 @@ CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"   # Ray's knob: "modu
 CALLBACK = "gt_serve.ray_serve:proxy_middlewares"
 MULTIPLEX_HEADER = b"serve_multiplexed_model_id"
 ARG_KEYS = ("bundles", "max_sessions", "token", "engine", "raster", "max_batch", "max_message_bytes", "max_queued_s",
-            "allow_origins", "jpeg_quality")
+            "allow_origins", "jpeg_quality", "ice_servers")
 
 
 @dataclass
@@ -47,6 +46,7 @@ class RayOptions:
     max_avatars: int = 3            # bundles open per replica (the multiplexing LRU)
     target_sessions: float | None = None   # autoscaling target per replica (default: 3/4 of max_sessions)
     object_store_mb: int = 256      # local instance only
+    relay: bool = True              # a session's messages over the replica's own port (gt_serve.ray_relay), not Ray calls
 
     def check(self) -> "RayOptions":
         if self.autoscale is not None:
@@ -161,7 +161,7 @@ class ReplicaAvatars:
 
 def config_from_args(args: dict) -> ServeConfig:
     """A replica's ServeConfig from the application args (the config file's `args`)."""
-    unknown = set(args) - set(ARG_KEYS) - {"max_avatars", "preload"}
+    unknown = set(args) - set(ARG_KEYS) - {"max_avatars", "preload", "relay"}
     if unknown:
         raise InputError(f"gt serve --ray args: unknown {', '.join(sorted(unknown))} | expected some of {', '.join(ARG_KEYS)}")
     cfg = ServeConfig(**{k: v for k, v in args.items() if k in ARG_KEYS})
@@ -180,9 +180,19 @@ def _replica_app(args: dict):
     cfg.replica = serve.get_replica_context().replica_id.to_full_id_str()   # the ready message's "replica"
     pool = ReplicaAvatars(cfg, int(args.get("max_avatars", 3)))
     app = create_app(cfg, pool=pool)
+    loop = asyncio.get_running_loop()
     if args.get("preload", True):   # the first avatar opens at start-up, so the first session does not wait for it
-        asyncio.get_running_loop().create_task(pool.preload(next(iter(pool.paths))))
-    return app
+        loop.create_task(pool.preload(next(iter(pool.paths))))
+    if not args.get("relay", True):
+        return app
+    import ray
+
+    from gt_serve.ray_relay import DirectServer, SlotApp
+
+    # the session's messages on this node's IP (every proxy of the cluster reaches it), not through Ray's calls
+    direct = DirectServer(app, ray.util.get_node_ip_address(), max(16 << 20, 2 * cfg.max_message_bytes))
+    loop.create_task(direct.serve())
+    return SlotApp(app, direct)
 
 
 def _deployment(args: dict, **options):
@@ -224,6 +234,8 @@ def app_args(cfg: ServeConfig, ro: RayOptions) -> dict:
     out = {k: d[k] for k in ARG_KEYS if k != "bundles"}
     out["bundles"] = [str(Path(b).resolve()) for b in cfg.bundles]
     out["max_avatars"] = ro.max_avatars
+    if not ro.relay:
+        out["relay"] = False
     return out
 
 
@@ -297,10 +309,13 @@ class ProxyMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "websocket":
             return await self.app(scope, receive, send)
-        headers = list(scope.get("headers") or [])
+        from gt_serve.ray_relay import RELAY_HEADER, relay, relay_address, send_restart
+
+        headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != RELAY_HEADER]
         avatar = parse_qs(scope.get("query_string", b"").decode()).get("avatar", [None])[0]
         if avatar and not any(k.lower().replace(b"-", b"_") == MULTIPLEX_HEADER for k, _ in headers):
-            scope = {**scope, "headers": headers + [(MULTIPLEX_HEADER, avatar.encode())]}
+            headers.append((MULTIPLEX_HEADER, avatar.encode()))
+        scope = {**scope, "headers": headers}
         state = {"accepted": False, "closed": False, "gone": False}
         coalesced = CoalesceAudio(receive)
 
@@ -317,17 +332,52 @@ class ProxyMiddleware:
                 state["closed"] = True
             await send(msg)
 
+        # The Ray request (the session's slot): it sees the client's connect; what it sends first says whether the
+        # replica relays (a slot: the messages then go over the replica's direct port, `relay`) or serves the
+        # session through Ray's messages (passed on as they come).
+        to_ray: asyncio.Queue = asyncio.Queue()
+        to_ray.put_nowait(await recv())   # websocket.connect
+        mode: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def ray_send(msg):
+            if not mode.done():
+                mode.set_result(relay_address(msg))
+                if mode.result() is not None:
+                    return
+            if mode.result() is None:
+                await snd(msg)   # relaying: the slot's own close is not the client's
+
+        slot = asyncio.ensure_future(self.app({**scope, "headers": headers + [(RELAY_HEADER, b"1")]}, to_ray.get, ray_send))
+        await asyncio.wait({mode, slot}, return_when=asyncio.FIRST_COMPLETED)
+        if mode.done() and mode.result() is not None:
+            try:
+                if await relay(scope, recv, send, mode.result(), slot):
+                    await send_restart(send)
+            finally:
+                coalesced.close()
+                to_ray.put_nowait({"type": "websocket.disconnect", "code": 1000})   # gives the slot back
+                await asyncio.wait({slot}, timeout=2.0)
+                if not slot.done():
+                    slot.cancel()
+                elif not slot.cancelled():
+                    slot.exception()   # retrieved: a dead replica's error is the 1012 already sent
+            return
+
+        async def pump():   # the client's messages to the Ray request
+            while True:
+                msg = await recv()
+                await to_ray.put(msg)
+                if msg["type"] == "websocket.disconnect":
+                    return
+
+        pumping = asyncio.ensure_future(pump())
         try:
-            await self.app(scope, recv, snd)
+            await slot
         finally:
+            pumping.cancel()
             coalesced.close()
             if state["accepted"] and not state["closed"] and not state["gone"]:
-                try:
-                    await send({"type": "websocket.send", "text": error_message(
-                        "the replica serving this session stopped | reconnect: another replica (or its replacement) serves you")})
-                    await send({"type": "websocket.close", "code": CLOSE_RESTART, "reason": "replica restarted"})
-                except Exception:   # the client went away meanwhile
-                    pass
+                await send_restart(send)
 
 
 def proxy_middlewares() -> list:

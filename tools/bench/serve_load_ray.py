@@ -91,12 +91,17 @@ class RayServer:
     """`gt serve --ray` in a subprocess (its own local Ray instance) on 127.0.0.1:port; waits until every replica
     has the default avatar's idle frames cached."""
 
-    def __init__(self, bundle: str | None, replicas: int, max_sessions: int = MAX_CLIENTS):
+    def __init__(self, bundle: str | None, replicas: int, max_sessions: int = MAX_CLIENTS, relay: bool = True):
         self.port = free_port()
-        cmd = [sys.executable, "-c", "from gt_cli.app import main; main()", "serve", "--ray", "--port", str(self.port),
-               "--replicas", str(replicas), "--num-cpus", str(self.num_cpus(replicas)), "--max-sessions", str(max_sessions)]
-        if bundle:
-            cmd += ["--bundle", bundle]
+        if relay:
+            cmd = [sys.executable, "-c", "from gt_cli.app import main; main()", "serve", "--ray", "--port", str(self.port),
+                   "--replicas", str(replicas), "--num-cpus", str(self.num_cpus(replicas)), "--max-sessions", str(max_sessions)]
+            if bundle:
+                cmd += ["--bundle", bundle]
+        else:   # every WebSocket message a Ray call (the version before the relay): RayOptions(relay=False)
+            cmd = [sys.executable, "-c", "from gt_serve.ray_serve import RayOptions, serve_ray; from gt_serve.config import ServeConfig; "
+                   f"serve_ray(ServeConfig(bundles={[bundle] if bundle else []!r}, port={self.port}, max_sessions={max_sessions}), "
+                   f"RayOptions(replicas={replicas}, num_cpus={self.num_cpus(replicas)}, relay=False))"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         t_end, warm = time.time() + 240, set()
         while len(warm) < replicas:
@@ -167,11 +172,11 @@ def fast_round(a, port: int, pid: int, pcm: np.ndarray) -> tuple[float, float]:
 
 
 class Frozen:
-    """`with Frozen(pid):` the process tree of pid is stopped (SIGSTOP) and resumed (SIGCONT) after: the server not
+    """`with Frozen(*pids):` the process trees of pids are stopped (SIGSTOP) and resumed (SIGCONT) after: the server not
     being measured takes no CPU from the one that is (Ray's daemons poll even when idle)."""
 
-    def __init__(self, root: int):
-        self.pids = tree(root)
+    def __init__(self, *roots: int):
+        self.pids = [p for r in roots for p in tree(r)]
 
     def _signal(self, sig) -> None:
         for p in self.pids:
@@ -189,24 +194,27 @@ class Frozen:
         time.sleep(0.5)   # let it catch up on its timers before it is measured
 
 
-def interleaved(a, plain, ray, pcm: np.ndarray, fast_pcm: np.ndarray, rounds: int = 3) -> tuple[dict, dict, tuple, tuple]:
-    """Both servers up; every N and every `fast` round on plain, then on Ray, each with the other frozen, so that the
-    shared machine's load falls on both alike -> (plain {N: row}, ray {N: row}, plain (fps, cpu), ray (fps, cpu)),
-    throughput the best of `rounds`."""
-    rows: tuple[dict, dict] = ({}, {})
-    best = [(0.0, 0.0), (0.0, 0.0)]
-    pair = ((plain, ray), (ray, plain))
+def interleaved(a, servers: list, pcm: np.ndarray, fast_pcm: np.ndarray, rounds: int = 3) -> tuple[list[dict], list[tuple]]:
+    """All servers up; every N and every `fast` round on each in turn, with the others frozen, so that the shared
+    machine's load falls on all alike -> ([{N: row}] per server, [(fps, cpu)] per server), throughput the best of
+    `rounds`."""
+    rows: list[dict] = [{} for _ in servers]
+    best = [(0.0, 0.0) for _ in servers]
     for n in (c for c in a.clients if c > 0):
-        for k, (srv, other) in enumerate(pair):
-            with Frozen(other.proc.pid):
+        for k, (name, srv) in enumerate(servers):
+            with Frozen(*(o.proc.pid for o in servers_of(servers) if o is not srv)):
                 rows[k][n] = measure(srv.port, srv.proc.pid, n, pcm)
-            print(f"  {n} clients, {('plain', 'ray')[k]}: " + ", ".join(f"{key} {v:.1f}" for key, v in rows[k][n].items()
-                                                                    if key != "cpu_parts"), flush=True)
+            print(f"  {n} clients, {name}: " + ", ".join(f"{key} {v:.1f}" for key, v in rows[k][n].items()
+                                                       if key != "cpu_parts"), flush=True)
     for _ in range(rounds if a.throughput else 0):
-        for k, (srv, other) in enumerate(pair):
-            with Frozen(other.proc.pid):
+        for k, (name, srv) in enumerate(servers):
+            with Frozen(*(o.proc.pid for o in servers_of(servers) if o is not srv)):
                 best[k] = max(best[k], fast_round(a, srv.port, srv.proc.pid, fast_pcm))
-    return rows[0], rows[1], best[0], best[1]
+    return rows, best
+
+
+def servers_of(named: list) -> list:
+    return [s for _, s in named]
 
 
 def run(a) -> None:
@@ -215,36 +223,40 @@ def run(a) -> None:
     pcm, fast_pcm = speech(a.seconds), speech(a.throughput_seconds)
     head = [f"Machine: {machine()}; bundle {a.bundle or 'default (128 px, 6000 Gaussians)'}; {a.seconds:.0f} s of speech per "
             f"client at real time; plain `gt serve` and `gt serve --ray --replicas {a.replicas} "
-            f"--num-cpus {RayServer.num_cpus(a.replicas)}` (local Ray), each started once, measured in turn (the other frozen).", "",
+            f"--num-cpus {RayServer.num_cpus(a.replicas)}` (local Ray; with the relay, and without: every message a Ray call), "
+            "each started once, measured in turn (the others frozen).", "",
             "| clients | server | FPS min / mean | latency p50 / p99 (ms) | frame interval p99 (ms) | frames lost | A/V drift "
             "| CPU per frame (ms, server tree) | of which replicas / proxy / other (ms) | Ray overhead (CPU per frame, latency p50) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(head), flush=True)
-    srv = Server(a.bundle, a.max_batch)
+    name = f"ray x{a.replicas}"
+    servers = [("plain", Server(a.bundle, a.max_batch))]
     try:
-        rs = RayServer(a.bundle, a.replicas)
-        try:
-            p_rows, r_rows, p_best, r_best = interleaved(a, srv, rs, pcm, fast_pcm)
-        finally:
-            rs.close()
+        for label, relay in ((name, True), (f"{name}, no relay", False)):
+            servers.append((label, RayServer(a.bundle, a.replicas, relay=relay)))
+        rows, best = interleaved(a, servers, pcm, fast_pcm)
     finally:
-        srv.close()
+        for _, s in reversed(servers):
+            s.close()
     lines = list(head)
+    p_rows = rows[0]
     for n, p in p_rows.items():
-        r = r_rows[n]
-        over = f"{100 * (r['cpu_ms_per_frame'] / p['cpu_ms_per_frame'] - 1):+.0f} %, {r['lat_p50'] - p['lat_p50']:+.0f} ms"
-        for name, x, o in (("plain", p, ""), (f"ray x{a.replicas}", r, over)):
-            lines.append(f"| {n} | {name} | {x['fps_min']:.1f} / {x['fps_mean']:.1f} | {x['lat_p50']:.0f} / {x['lat_p99']:.0f} | "
+        for (label, _), r in zip(servers, rows):
+            x = r[n]
+            o = "" if r is p_rows else \
+                f"{100 * (x['cpu_ms_per_frame'] / p['cpu_ms_per_frame'] - 1):+.0f} %, {x['lat_p50'] - p['lat_p50']:+.0f} ms"
+            lines.append(f"| {n} | {label} | {x['fps_min']:.1f} / {x['fps_mean']:.1f} | {x['lat_p50']:.0f} / {x['lat_p99']:.0f} | "
                          f"{x['interval_p99']:.0f} | {x['lost']} | {x['drift']:.0f} | {x['cpu_ms_per_frame']:.1f} | "
                          + (" / ".join(f"{x['cpu_parts'][k]:.1f}" for k in ("replicas", "proxy", "other")) if o else "")
                          + f" | {o} |")
     if a.throughput:
-        (pf, pc), (rf, rc) = p_best, r_best
+        pf, pc = best[0]
         lines += ["", f"Throughput, {a.throughput} `fast` clients x {a.throughput_seconds:.0f} s of speech (every frame a speech "
                   "frame), best of 3 interleaved rounds:", "",
                   "| server | frames per second (all sessions) | CPU per frame (ms, server tree) |", "|---|---|---|",
-                  f"| plain | {pf:.1f} | {pc:.1f} |",
-                  f"| ray x{a.replicas} | {rf:.1f} ({100 * (rf / pf - 1):+.0f} %) | {rc:.1f} ({100 * (rc / pc - 1):+.0f} %) |"]
+                  f"| plain | {pf:.1f} | {pc:.1f} |"]
+        lines += [f"| {label} | {rf:.1f} ({100 * (rf / pf - 1):+.0f} %) | {rc:.1f} ({100 * (rc / pc - 1):+.0f} %) |"
+                  for (label, _), (rf, rc) in zip(servers[1:], best[1:])]
     print("\n".join(lines[len(head):]), flush=True)
     if a.out:
         with open(a.out, "a") as f:
