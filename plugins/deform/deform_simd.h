@@ -476,29 +476,39 @@ void add_norm(const float* a, const float* b, const float* w, const float* beta,
 // 4-16x the multiplies on zero padding, and INT8 would add a quantisation pass for a few outputs.
 #if defined(GT_SIMD_AVX512) || defined(GT_SIMD_AVX2)
 // KOUT (<= 4) outputs per row: one FMA accumulator each, then one hadd tree for all of them.
-template <int KOUT>
+// RR rows at a time share each weight load; their independent FMA chains overlap (one row's chain
+// of 16 dependent FMAs alone left the FMA units idle most of the time).
+template <int KOUT, int RR>
 void small_head_k(const float* f, const float* w, const float* b, float* y, int ldy)
 {
     const __m128 bias = _mm_loadu_ps(b);  // b has Mp >= 16 entries (zero padded)
-    for (int r = 0; r < kRows; ++r) {
-        const float* fr = f + (size_t)r * kHid;
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int i = 0; i < kHid; i += 8) {
-            const __m256 fv = _mm256_loadu_ps(fr + i);
-            for (int c = 0; c < KOUT; ++c) acc[c] = _mm256_fmadd_ps(fv, _mm256_loadu_ps(w + c * kHid + i), acc[c]);
+    for (int r = 0; r < kRows; r += RR) {
+        __m256 acc[RR][4];
+        for (int i = 0; i < RR; ++i)
+            for (int c = 0; c < 4; ++c) acc[i][c] = _mm256_setzero_ps();
+        for (int k = 0; k < kHid; k += 8) {
+            __m256 fv[RR];
+            for (int i = 0; i < RR; ++i) fv[i] = _mm256_loadu_ps(f + (size_t)(r + i) * kHid + k);
+            for (int c = 0; c < KOUT; ++c) {
+                const __m256 wv = _mm256_loadu_ps(w + c * kHid + k);
+                for (int i = 0; i < RR; ++i) acc[i][c] = _mm256_fmadd_ps(fv[i], wv, acc[i][c]);
+            }
         }
-        const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
-        _mm_storeu_ps(y + (size_t)r * ldy, _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), bias));
+        for (int i = 0; i < RR; ++i) {
+            const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(acc[i][0], acc[i][1]), _mm256_hadd_ps(acc[i][2], acc[i][3]));
+            _mm_storeu_ps(y + (size_t)(r + i) * ldy,
+                          _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), bias));
+        }
     }
 }
 
 void small_head(const float* f, const float* w, const float* b, int k, float* y, int ldy)
 {
     switch (k) {  // y gets 4 columns; those past k are never read
-    case 1: small_head_k<1>(f, w, b, y, ldy); break;
-    case 2: small_head_k<2>(f, w, b, y, ldy); break;
-    case 3: small_head_k<3>(f, w, b, y, ldy); break;
-    default: small_head_k<4>(f, w, b, y, ldy); break;
+    case 1: small_head_k<1, 8>(f, w, b, y, ldy); break;
+    case 2: small_head_k<2, 4>(f, w, b, y, ldy); break;
+    case 3: small_head_k<3, 2>(f, w, b, y, ldy); break;
+    default: small_head_k<4, 2>(f, w, b, y, ldy); break;
     }
 }
 #else
