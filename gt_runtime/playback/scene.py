@@ -72,9 +72,15 @@ class Scene:
         rgba = _read_image(self.torso_paths[i % len(self.torso_paths)], "RGBA")
         if rgba.shape != (self.height, self.width, 4):
             raise InputError(f"{self.torso_paths[i % len(self.torso_paths)]}: size {rgba.shape[1]}x{rgba.shape[0]} | expected {self.width}x{self.height}; re-export the bundle")
-        a = rgba[..., 3:4].astype(np.float32) / 255.0
-        bg = rgba[..., :3].astype(np.float32) / 255.0 * a + self.plate * (1.0 - a)
-        bg = np.ascontiguousarray(bg, np.float32)
+        # torso * a + plate * (1 - a) with a = alpha / 255, in place (no [H, W, 3] temporaries to page in)
+        a = rgba[..., 3:4].astype(np.float32)
+        np.divide(a, np.float32(255.0), out=a)
+        fg = rgba[..., :3].astype(np.float32)
+        np.divide(fg, np.float32(255.0), out=fg)
+        np.multiply(fg, a, out=fg)
+        np.subtract(np.float32(1.0), a, out=a)
+        bg = np.multiply(self.plate, a)
+        np.add(fg, bg, out=bg)
         bg.flags.writeable = False
         with self._lock:
             self._cache[i] = bg
