@@ -10,6 +10,8 @@ GPUs and machines. docs/DEPLOY.md says how a cluster is laid out; the protocol (
   `?avatar=NAME` into the `serve_multiplexed_model_id` header (browsers cannot set WebSocket headers), and closes
   a session whose replica died with CLOSE_RESTART (1012) after an error message, so its client reconnects (Ray
   starts a replacement) instead of seeing the connection drop.
+- A session's messages bypass Ray's calls (gt_serve.ray_relay): the Ray request only holds the session's slot and
+  names the replica's own port, and the proxy relays the client's WebSocket to it over one plain WebSocket.
 
 Ray is imported where used: `import gt_serve` and the plain `gt serve` never import it.
 """
@@ -299,9 +301,10 @@ class CoalesceAudio:
 
 
 class ProxyMiddleware:
-    """ASGI middleware of Ray's proxy: ?avatar= -> the multiplexing header; audio chunks joined in pairs
-    (CoalesceAudio); CLOSE_RESTART (after an error message) when the replica's side of an accepted WebSocket ends
-    without a close (the replica died: Ray's proxy just returns)."""
+    """ASGI middleware of Ray's proxy: ?avatar= -> the multiplexing header; the session relayed to the replica's
+    own port when the replica answers its Ray request with a slot (gt_serve.ray_relay), else every message a Ray
+    call; audio chunks joined in pairs (CoalesceAudio); CLOSE_RESTART (after an error message) when the replica's
+    side of an accepted WebSocket ends without a close (the replica died)."""
 
     def __init__(self, app):
         self.app = app

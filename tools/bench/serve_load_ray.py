@@ -3,17 +3,18 @@
     python -m tools.bench.serve_load --ray                          # 1, 2, 4, 8 clients, 1 replica
     python -m tools.bench.serve_load --ray --replicas 2 --clients 4 --seconds 10 --out tools/bench/RESULTS.md
 
-Both servers run at once, each started once for every N: plain `gt serve` and `gt serve --ray` (a local Ray
-instance; --replicas replicas sharing the machine's cores, --num-cpus each, as Ray caps a replica's OpenMP
-threads to its CPUs). They are measured in turn on the same clients, the other one frozen (SIGSTOP on its whole
-process tree, so Ray's idle daemons take nothing from plain), N by N and then `fast` round by round: load from
-other work on a shared machine falls on both alike. Both report per session FPS, latency p50/p99,
-frame-interval p99, frames lost, and the CPU time of the server's whole process tree per delivered frame (Ray:
-driver, GCS, raylet, proxy, controller and replicas).
+Three servers run at once, each started once: plain `gt serve`, `gt serve --ray` (a local Ray instance;
+--replicas replicas sharing the machine's cores, --num-cpus each, as Ray caps a replica's OpenMP threads to its
+CPUs) and the same without the relay (`RayOptions(relay=False)`: every WebSocket message a Ray call). They are
+measured in turn on the same clients, the others frozen (SIGSTOP on their whole process trees, so Ray's idle
+daemons take nothing from the one measured), N by N and then `fast` round by round: load from other work on a
+shared machine falls on all alike. Each reports per session FPS, latency p50/p99, frame-interval p99, frames
+lost, and the CPU time of the server's whole process tree per delivered frame (Ray: driver, GCS, raylet, proxy,
+controller and replicas).
 
 Ray's overhead, two figures: at `fast` pace (every frame a speech frame, as fast as the server renders),
 frames per second of all sessions and CPU per frame against plain's; at realtime pace (25 FPS per session), the
-latency p50 added and the CPU per frame against plain's (both servers deliver the same frames while they keep up).
+latency p50 added and the CPU per frame against plain's (the servers deliver the same frames while they keep up).
 """
 from __future__ import annotations
 
