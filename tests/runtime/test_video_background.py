@@ -28,7 +28,7 @@ def test_background_equals_inline(tmp_path, w, h):
         out = tmp_path / f"{bg}.mp4"
         with Mp4Writer(out, w, h, sample_rate=16000, background=bg) as wr:
             buf = np.empty((h, w, 3), np.uint8)
-            for i, (fr, chunk) in enumerate(zip(frames, np.array_split(pcm, len(frames)))):
+            for fr, chunk in zip(frames, np.array_split(pcm, len(frames))):
                 buf[...] = fr          # the caller reuses its buffer: the writer must have copied
                 wr.write(buf)
                 wr.write_audio(chunk)  # audio interleaved with video: muxed by the same thread

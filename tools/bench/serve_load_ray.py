@@ -208,7 +208,7 @@ def interleaved(a, servers: list, pcm: np.ndarray, fast_pcm: np.ndarray, rounds:
             print(f"  {n} clients, {name}: " + ", ".join(f"{key} {v:.1f}" for key, v in rows[k][n].items()
                                                        if key != "cpu_parts"), flush=True)
     for _ in range(rounds if a.throughput else 0):
-        for k, (name, srv) in enumerate(servers):
+        for k, (_name, srv) in enumerate(servers):
             with Frozen(*(o.proc.pid for o in servers_of(servers) if o is not srv)):
                 best[k] = max(best[k], fast_round(a, srv.port, srv.proc.pid, fast_pcm))
     return rows, best
