@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard plugins/raster/*)
 
 venv: $(VENV)/.installed
 
-# The bundled default identity (gt_runtime/assets/default.gtb, a synthetic head at 128 px) plays a
+# The bundled default identity (gt_runtime/assets/default.gtb, a synthetic head at 256 px, 20k Gaussians) plays a
 # speech it was not trained on -> out/demo.mp4 with sound, a contact sheet, and the FPS figures.
 DEMO_SPEECH := gt_runtime/assets/speech/cross_8s.flac
 demo: $(VENV)/.installed
@@ -38,7 +38,7 @@ demo-full: $(VENV)/.installed
 	$(VENV)/bin/gt play $(DEMO_SPEECH) --bundle $(OUT)/full/demo.gtb -o $(OUT)/full/demo.mp4 --sheet $(OUT)/full/demo_sheet.png --fps
 	@echo "demo written: $(OUT)/full/demo.mp4 (training curves and validation images: $(OUT)/full/run/)"
 
-# Rebuild gt_runtime/assets/default.gtb (54 min measured on 2 shared cores)
+# Rebuild gt_runtime/assets/default.gtb (the cpu-small preset: about 1.5 h on 2 cores)
 default-bundle: $(VENV)/.installed
 	$(PY) tools/default_bundle.py
 

@@ -39,7 +39,7 @@ def random_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def default_bundle():
-    """The bundled default identity, gt_runtime/assets/default.gtb (128 px, 6000 Gaussians; read-only)."""
+    """The bundled default identity, gt_runtime/assets/default.gtb (256 px, 20k Gaussians; read-only)."""
     from gt_runtime.assets import default_bundle
 
     return default_bundle()

@@ -18,7 +18,7 @@ __all__ = ["DEFAULT_BUNDLE", "SPEECH_CLIPS", "default_bundle", "speech_path"]
 
 _SPEECH_DIR = Path(__file__).resolve().parent / "speech"
 
-#: the bundled default identity (a synthetic head at 128 px)
+#: the bundled default identity (a synthetic head at 256 px, 20k Gaussians, the cpu-small preset)
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default.gtb"
 
 #: short name -> file in ``speech/``

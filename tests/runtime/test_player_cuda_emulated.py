@@ -149,10 +149,10 @@ def test_gt_play_auto_on_the_gpu(gpu, bundle, tmp_path):
 
 
 def test_default_bundle_two_frames(gpu, default_bundle):
-    """The bundled identity (128 px, 6000 Gaussians, SH degree 1, torso): two frames."""
+    """The bundled identity (256 px, 20k Gaussians, SH degree 2, torso): two frames."""
     pcm = speech(0.08, seed=2)  # 2 frames
     got = play(Player(default_bundle, engine="array-cupy", raster="cuda", batch=2), pcm, batch=2)
-    assert_only_final_frames_copied(gpu.log, [2], 128, 128)
+    assert_only_final_frames_copied(gpu.log, [2], 256, 256)
     ref = np.stack(list(Player(default_bundle, engine="array", raster=CPU_RASTER).play(pcm)))
     parity(got, ref)
 

@@ -8,7 +8,7 @@ pytest.importorskip("websockets", reason="gt serve needs the serve extra: pip in
 
 @pytest.fixture(scope="session")
 def avatars():
-    """{"default": Avatar} of the bundled 128 px identity, shared by every server of the test session."""
+    """{"default": Avatar} of the bundled 256 px identity, shared by every server of the test session."""
     from gt_serve import ServeConfig
     from gt_serve.app import load_avatars
 

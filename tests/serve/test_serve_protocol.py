@@ -41,7 +41,7 @@ def test_ready_message(server):
     with Client(f"ws://{base}/v1/stream?avatar=default") as c:
         kind, m = c.recv()
         assert kind == "text" and m["type"] == "ready"
-        assert (m["avatar"], m["width"], m["height"], m["fps"]) == ("default", 128, 128, FPS)
+        assert (m["avatar"], m["width"], m["height"], m["fps"]) == ("default", 256, 256, FPS)
         assert m["lookahead_ms"] == pytest.approx(247.5) and m["session"] and m["replica"]
 
 
@@ -64,7 +64,7 @@ def test_round_trip_fast(server):
     audio = b"".join(a for _, _, a, _ in frames)
     sent = pcm_s16(pcm)
     assert audio[:len(sent)] == sent and audio[len(sent):] == bytes(len(audio) - len(sent))
-    assert all(decode_jpeg(j).shape == (128, 128, 3) for _, j, _, _ in frames[:3])
+    assert all(decode_jpeg(j).shape == (256, 256, 3) for _, j, _, _ in frames[:3])
 
 
 def test_equal_to_player_play(server, avatars):

@@ -199,7 +199,7 @@ def test_speech_round_trip(rtc_server, avatars, tmp_path):
         p = Peer(base, token="s3")
         try:
             ready = await p.connect()
-            assert (ready["avatar"], ready["width"], ready["height"], ready["fps"]) == ("default", 128, 128, FPS)
+            assert (ready["avatar"], ready["width"], ready["height"], ready["fps"]) == ("default", 256, 256, FPS)
             assert ready["session"] == p.session
             await wait_until(lambda: len(p.video) >= 10, 15, "10 idle video frames")
             st = app.state.streams[p.session]
