@@ -8,11 +8,15 @@ pytest.importorskip("websockets", reason="gt serve needs the serve extra: pip in
 
 @pytest.fixture(scope="session")
 def avatars():
-    """{"default": Avatar} of the bundled 256 px identity, shared by every server of the test session."""
+    """{"default": Avatar} of the bundled 256 px identity, shared by every server of the test session.
+
+    cpu-fused: its INT8 activations are quantised per row, so a frame renders the same in any batch;
+    ONNX Runtime's dynamic INT8 (what GT_AUTOTUNE=0 picks) takes one scale per batch tensor, which moved
+    the default identity's frames by 0.3 / 255 on average between a server batch and Player.play."""
     from gt_serve import ServeConfig
     from gt_serve.app import load_avatars
 
-    av = load_avatars(ServeConfig())
+    av = load_avatars(ServeConfig(engine="cpu-fused"))
     yield av
     for a in av.values():
         a.close()
