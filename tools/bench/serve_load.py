@@ -333,6 +333,15 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores ({isa}), load average {os.getloadavg()[0]:.1f} at start"
 
 
+
+def bundle_label(path) -> str:
+    """The bundle as the table names it: its path (or "default") with its size and Gaussian count."""
+    from gt_runtime.assets import default_bundle
+    from gt_runtime.bundle import Bundle
+
+    b = Bundle.open(path or default_bundle())
+    return f"{path or 'default'} ({b.width} px, {b.num_gaussians} Gaussians)"
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", default=None, help="bundle directory (default: the bundled identity)")
@@ -354,7 +363,7 @@ def main(argv=None) -> None:
         from tools.bench.serve_load_ray import run
 
         return run(a)
-    lines = [f"Machine: {machine()}; bundle {a.bundle or 'default (128 px, 6000 Gaussians)'}; "
+    lines = [f"Machine: {machine()}; bundle {bundle_label(a.bundle)}; "
              f"{a.seconds:.0f} s of speech per client, sent in 20 ms chunks at real time; --max-batch {a.max_batch}.", "",
              "| clients | FPS min / mean | latency p50 / p99 (ms) | frame interval p99 (ms) | frames lost | A/V drift (frames) "
              "| memory per session (MB) | mean batch | server CPU per frame (ms) |", "|---|---|---|---|---|---|---|---|---|"]
