@@ -111,7 +111,10 @@ AUTOTUNE = Setting("GT_AUTOTUNE", "1", "--engine auto: 1 times the engines that 
 ENGINE = Setting("GT_ENGINE", "", "the C host's engine when gt_options.engine is empty (see --engine)")
 RASTER = Setting("GT_RASTER", "", "the C host's rasterizer when gt_options.raster is empty (see --raster)")
 DLIB_SHAPE_PREDICTOR = Setting("GT_DLIB_SHAPE_PREDICTOR", "", "dlib's 68-point model file (default: Debian's libdlib-data)")
+TORSO_CACHE_MB = Setting("GT_TORSO_CACHE_MB", "512", "decoded torso frames kept in memory per open bundle, MB (beyond it "
+                         "a frame's PNG is decoded each time it plays; 0: none kept)")
 MARCH = Setting("GT_MARCH", "", "build only: extra -march for the C++ extension (setup.py)")
 PYTHON = Setting("GT_PYTHON", "", "the C host's Python interpreter (a venv's bin/python)")
 PYTHONPATH = Setting("GT_PYTHONPATH", "", "the C host's extra module path (where gt_runtime lives)")
-SETTINGS = (QUIET, DEBUG, RASTER_ISA, DEFORM_ISA, AUTOTUNE, ENGINE, RASTER, DLIB_SHAPE_PREDICTOR, MARCH, PYTHON, PYTHONPATH)
+SETTINGS = (QUIET, DEBUG, RASTER_ISA, DEFORM_ISA, AUTOTUNE, ENGINE, RASTER, DLIB_SHAPE_PREDICTOR, TORSO_CACHE_MB, MARCH, PYTHON,
+            PYTHONPATH)

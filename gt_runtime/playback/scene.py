@@ -12,6 +12,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from gt_runtime.contract import TORSO_CACHE_MB
 from gt_runtime.errors import InputError
 
 
@@ -35,13 +36,29 @@ def _read_image(path, mode: str) -> np.ndarray:
         raise InputError(f"{path}: cannot decode the image ({exc}) | re-export the bundle with gt export") from None
 
 
+def composite_over(plate: np.ndarray, rgba: np.ndarray) -> np.ndarray:
+    """The reference composite: plate [H, W, 3] float32, rgba [H, W, 4] uint8 -> [H, W, 3] float32
+    rgb / 255 * a + plate * (1 - a) with a = alpha / 255 (the C++ form: gt_runtime.raster._cpu)."""
+    a = rgba[..., 3:4].astype(np.float32) / np.float32(255.0)
+    fg = rgba[..., :3].astype(np.float32) / np.float32(255.0)
+    return fg * a + plate * (np.float32(1.0) - a)
+
+
+def _composite(plate: np.ndarray, rgba: np.ndarray) -> np.ndarray:
+    from gt_runtime.raster import _cpu
+
+    if _cpu.available():
+        return _cpu.load().composite_over(plate, rgba)  # one pass, the same floats
+    return composite_over(plate, rgba)
+
+
 class Scene:
     """Immutable scene data of a bundle plus a small thread-safe cache of composited backgrounds.
 
     c2w [T, 4, 4], blink [T]; `background(t)` -> [H, W, 3] float32 in [0, 1] for frame t.
     """
 
-    def __init__(self, bundle, cache_frames: int = 64):
+    def __init__(self, bundle, cache_frames: int = 8):
         self.width, self.height = bundle.width, bundle.height
         self.c2w = np.ascontiguousarray(bundle.track["c2w"], np.float32)
         self.blink = np.ascontiguousarray(bundle.track["blink"], np.float32)
@@ -52,8 +69,10 @@ class Scene:
             raise InputError(f"{bundle.file('scene/background.jpg')}: size {plate.shape[1]}x{plate.shape[0]} | expected {self.width}x{self.height} (manifest); re-export the bundle")
         self.plate = plate.astype(np.float32) / 255.0
         self.torso_paths = [bundle.file(r) for r in bundle.torso_files]
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()  # composited backgrounds, most recent last
         self._cache_frames = cache_frames
+        self._torso_rgba: dict[int, np.ndarray] = {}
+        self._torso_keep = int(float(TORSO_CACHE_MB.get()) * 2**20) // max(1, self.width * self.height * 4)
         self._lock = threading.Lock()
 
     def track_index(self, t):
@@ -69,24 +88,30 @@ class Scene:
             if hit is not None:
                 self._cache.move_to_end(i)
                 return hit
-        rgba = _read_image(self.torso_paths[i % len(self.torso_paths)], "RGBA")
-        if rgba.shape != (self.height, self.width, 4):
-            raise InputError(f"{self.torso_paths[i % len(self.torso_paths)]}: size {rgba.shape[1]}x{rgba.shape[0]} | expected {self.width}x{self.height}; re-export the bundle")
-        # torso * a + plate * (1 - a) with a = alpha / 255, in place (no [H, W, 3] temporaries to page in)
-        a = rgba[..., 3:4].astype(np.float32)
-        np.divide(a, np.float32(255.0), out=a)
-        fg = rgba[..., :3].astype(np.float32)
-        np.divide(fg, np.float32(255.0), out=fg)
-        np.multiply(fg, a, out=fg)
-        np.subtract(np.float32(1.0), a, out=a)
-        bg = np.multiply(self.plate, a)
-        np.add(fg, bg, out=bg)
+        bg = _composite(self.plate, self._torso(i))
         bg.flags.writeable = False
         with self._lock:
             self._cache[i] = bg
             while len(self._cache) > self._cache_frames:
                 self._cache.popitem(last=False)
         return bg
+
+    def _torso(self, i: int) -> np.ndarray:
+        """Track index i -> torso RGBA uint8 [H, W, 4], decoded once while GT_TORSO_CACHE_MB allows
+        (a PNG decode costs more than the rest of the frame's composite and raster setup)."""
+        k = i % len(self.torso_paths)
+        hit = self._torso_rgba.get(k)
+        if hit is not None:
+            return hit
+        path = self.torso_paths[k]
+        rgba = _read_image(path, "RGBA")
+        if rgba.shape != (self.height, self.width, 4):
+            raise InputError(f"{path}: size {rgba.shape[1]}x{rgba.shape[0]} | expected {self.width}x{self.height}; re-export the bundle")
+        with self._lock:
+            if len(self._torso_rgba) < self._torso_keep:
+                rgba.flags.writeable = False
+                self._torso_rgba[k] = rgba  # kept for good: the track plays them over and over
+        return rgba
 
     def background(self, t: int) -> np.ndarray:
         """Frame t -> [H, W, 3] float32 background (read-only array)."""
