@@ -1,11 +1,15 @@
 """Benchmark `gt play` on CPU: model FPS (engine + raster) and delivered FPS (everything, mp4 encode included).
 
-    python -m tools.bench.play                       # 256^2 and 512^2, 10k/20k/50k Gaussians
-    python -m tools.bench.play --sizes 512 --gaussians 20000 --engines onnxruntime-int8 array --seconds 6
+    python -m tools.bench.play                       # the default identity (trained, 20k) at 256^2 and 512^2
+    python -m tools.bench.play --identity random --gaussians 10000 20000 50000
+    python -m tools.bench.play --sizes 512 --engines onnxruntime-int8 array --seconds 6
 
 (from the repository root: the speech is the tests' own, tests.support.speech).
 
-Random bundles (gt_runtime.bundle.synthetic, L = 2, SH degree 3) are cached under --cache. Prints a
+--identity default: the bundled default identity (trained, 256², 20k Gaussians; its INT8 passes
+parity, so auto may choose it), at other sizes rescaled (tools.bench.rescaled_bundle); --gaussians
+does not apply. --identity random: random bundles (gt_runtime.bundle.synthetic, L = 2, SH degree 3;
+random weights fail the INT8 render parity, so auto runs FP32). Both are cached under --cache. Prints a
 markdown table (and appends it to --out if given). Extra columns come from BASELINES:
 name -> fn(bundle_path, n_frames) -> ms per frame of the deformation network, e.g. the
 eager torch model of gt_train on the same weights (added by the lead; this script never
@@ -39,6 +43,21 @@ def bundle_for(cache: Path, n: int, size: int) -> Path:
         shutil.rmtree(p, ignore_errors=True)
         make_random_bundle(p, n_gaussians=n, sh_degree=3, num_layers=2, width=size, height=size,
                            n_track_frames=50, seed=0, int8=True)
+    return p
+
+
+def default_for(cache: Path, size: int) -> Path:
+    """The bundled default identity at size x size (rescaled copies cached under cache)."""
+    from gt_runtime.assets import default_bundle
+    from gt_runtime.bundle import Bundle
+    from tools.bench.rescaled_bundle import rescale_bundle
+
+    src = default_bundle()
+    if Bundle.open(src).width == size:
+        return src
+    p = cache / f"default-{size}.gtb"
+    if not (p / "manifest.json").is_file():
+        rescale_bundle(src, p, size)
     return p
 
 
@@ -100,11 +119,13 @@ def cpu_time_one(bundle: Path, engine: str, frames: int = 20) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    ap.add_argument("--gaussians", type=int, nargs="+", default=[10000, 20000, 50000])
+    ap.add_argument("--identity", choices=["default", "random"], default="default")
+    ap.add_argument("--gaussians", type=int, nargs="+", default=[10000, 20000, 50000], help="random bundles only")
     ap.add_argument("--engines", nargs="+", default=["auto"])
     ap.add_argument("--raster", default="auto")
     ap.add_argument("--overlap", choices=["auto", "on", "off"], default="auto")
-    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--seconds", type=float, default=20.0,
+                    help="speech length (a short clip's figure is mostly start-up: probes, first torso decodes)")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "gt-bench")
     ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
     ap.add_argument("--cpu-time", action="store_true",
@@ -113,15 +134,18 @@ def main(argv=None) -> int:
     os.environ.setdefault("GT_QUIET", "1")
     a.cache.mkdir(parents=True, exist_ok=True)
     overlap = {"auto": None, "on": True, "off": False}[a.overlap]
-    wav = speech(a.cache / "speech.wav", a.seconds)
+    wav = speech(a.cache / f"speech-{a.seconds:g}s.wav", a.seconds)
     cols = ["N", "size", "engine", "raster", "deform ms", "raster ms", "composite ms", "encode ms (own thread)", "CPU ms/frame",
             "stages", "model FPS", "delivered FPS"] + [f"{b} ms" for b in BASELINES]
     if a.cpu_time:
         cols = ["N", "size", "engine", "deform ms (1 core)", "raster ms (1 core)", "est. FPS, 2 cores overlapped"] + [f"{b} ms" for b in BASELINES]
     rows = []
-    for n in a.gaussians:
+    from gt_runtime.bundle import Bundle
+
+    for count in a.gaussians if a.identity == "random" else [None]:
         for size in a.sizes:
-            b = bundle_for(a.cache, n, size)
+            b = bundle_for(a.cache, count, size) if count else default_for(a.cache, size)
+            n = Bundle.open(b).num_gaussians
             for eng in a.engines:
                 if a.cpu_time:
                     r = cpu_time_one(b, eng)
@@ -142,7 +166,8 @@ def main(argv=None) -> int:
 
     head = (f"gt play on CPU ({'one-core CPU time per stage' if a.cpu_time else 'wall time'}), {cpu_name()}, "
             f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, {a.seconds:g} s speech, "
-            f"random bundles (L=2, SH 3), {time.strftime('%Y-%m-%d')}\n\n")
+            f"{'random bundles (L=2, SH 3)' if a.identity == 'random' else 'the default identity (trained; rescaled above 256²)'}, "
+            f"{time.strftime('%Y-%m-%d')}\n\n")
     table = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n" + "".join("| " + " | ".join(r) + " |\n" for r in rows)
     print(head + table)
     if a.out:

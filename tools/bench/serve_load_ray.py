@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench.serve_load import MAX_CLIENTS, Server, fast_client, free_port, machine, realtime_client, speech
+from tools.bench.serve_load import MAX_CLIENTS, Server, bundle_label, fast_client, free_port, machine, realtime_client, speech
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -222,7 +222,7 @@ def run(a) -> None:
     """serve_load.main's arguments (a) with --ray: plain `gt serve` and `gt serve --ray`, interleaved; the rows side
     by side."""
     pcm, fast_pcm = speech(a.seconds), speech(a.throughput_seconds)
-    head = [f"Machine: {machine()}; bundle {a.bundle or 'default (128 px, 6000 Gaussians)'}; {a.seconds:.0f} s of speech per "
+    head = [f"Machine: {machine()}; bundle {bundle_label(a.bundle)}; {a.seconds:.0f} s of speech per "
             f"client at real time; plain `gt serve` and `gt serve --ray --replicas {a.replicas} "
             f"--num-cpus {RayServer.num_cpus(a.replicas)}` (local Ray; with the relay, and without: every message a Ray call), "
             "each started once, measured in turn (the others frozen).", "",
