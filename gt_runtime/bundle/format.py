@@ -12,7 +12,8 @@ A bundle is a directory ``NAME.gtb/``::
     audio_encoder.onnx       audio_window [B,15,2,D] -> audio_token [B,64]   (D = model.audio_dim, 80 for mel)
     audio_frontend.onnx      (hubert / wav2vec2 bundles) audio [1,W] -> features [1,rows,D], see manifest `audio`
     scene/background.jpg     background plate [H,W,3]
-    scene/torso/NNNNN.png    (optional) torso RGBA [H,W,4], one per track frame
+    scene/torso/NNNNN.png    (optional) torso RGBA, one per track frame: [H,W,4], or all [h,w,4] crops at
+                             manifest scene.torso_box = [top, left] (the writer crops to where any alpha > 0)
     scene/track.npz          c2w [T,4,4], blink [T]
     engines/<key>.plan+.json TensorRT engines, built on demand (not hashed in the manifest)
 
@@ -228,6 +229,11 @@ class Bundle:
         for rel in self.torso_files:
             if rel not in m["files"]:
                 raise InputError(f"{self.path / rel}: torso frame not listed in the manifest | {_REEXPORT}")
+        box = m["scene"].get("torso_box")
+        if box is not None and not (isinstance(box, list) and len(box) == 2 and all(isinstance(v, int) for v in box)
+                                    and 0 <= box[0] < self.height and 0 <= box[1] < self.width):
+            raise InputError(f"{self.path / 'manifest.json'}: scene.torso_box {box!r} | expected [top, left] inside "
+                             f"{self.width}x{self.height}; {_REEXPORT}")
 
     # -- properties ------------------------------------------------------------------
     @property
@@ -284,6 +290,12 @@ class Bundle:
         return [p for p, rel in DEFORM_ONNX.items() if rel in self.manifest["files"]]
 
     @property
+    def torso_box(self) -> tuple[int, int] | None:
+        """(top, left) of the torso frames in the image when they are crops; None: whole frames."""
+        box = self.manifest["scene"].get("torso_box")
+        return None if box is None else (int(box[0]), int(box[1]))
+
+    @property
     def torso_files(self) -> list[str]:
         """Relative paths of the torso frames (sorted), empty if the scene has none."""
         return sorted(r for r in self.manifest["files"] if r.startswith("scene/torso/") and r.endswith(".png"))
@@ -335,6 +347,22 @@ def _encode_image(img: np.ndarray, path: Path) -> None:
         Image.fromarray(img).save(path)
 
 
+def alpha_box(frames: list[np.ndarray]) -> tuple[int, int, int, int]:
+    """RGBA frames [H, W, 4] -> (top, left, bottom, right): the smallest box holding every alpha > 0 of
+    every frame (the whole frame when none is empty or there are no frames). Outside it the torso
+    composite is the plate alone, so the bundle keeps only the box: less to store and to decode."""
+    if not frames:
+        return (0, 0, 0, 0)
+    h, w = frames[0].shape[:2]
+    seen = np.zeros((h, w), bool)
+    for fr in frames:
+        seen |= fr[..., 3] > 0
+    rows, cols = np.flatnonzero(seen.any(1)), np.flatnonzero(seen.any(0))
+    if rows.size == 0:
+        return (0, 0, h, w)
+    return (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+
+
 def write_bundle(
     path: str | Path,
     *,
@@ -361,7 +389,7 @@ def write_bundle(
 
     gaussians: GAUSSIAN_KEYS arrays (float32, pre-activation); weights: docs/MODEL.md names;
     model: config dict with at least "num_layers" and "sh_degree"; background [H,W,3] uint8;
-    c2w [T,4,4], blink [T]; torso: T (or any number) RGBA [H,W,4] uint8 frames;
+    c2w [T,4,4], blink [T]; torso: T (or any number) RGBA [H,W,4] uint8 frames (stored cropped to alpha_box);
     onnx: bundle file name ("deform.onnx", "deform.fp16.onnx", "deform.int8.onnx",
     "audio_encoder.onnx", "audio_frontend.onnx") -> serialized bytes or a file to copy.
     audio_frontend: "mel" | "hubert" | "wav2vec2"; audio: the front end's description
@@ -395,13 +423,14 @@ def write_bundle(
     c2w = np.asarray(c2w, np.float32)
     blink = np.asarray(blink, np.float32)
     np.savez(root / "scene" / "track.npz", c2w=c2w, blink=blink)
-    n_torso = 0
-    for i, fr in enumerate(torso if torso is not None else []):
-        n_torso += 1
-        fr = np.asarray(fr)
+    torso = [np.asarray(fr) for fr in (torso if torso is not None else [])]
+    for i, fr in enumerate(torso):
         if fr.shape != (height, width, 4) or fr.dtype != np.uint8:
             raise ValueError(f"write_bundle: torso frame {i} {fr.shape} {fr.dtype} | expected ({height}, {width}, 4) uint8")
-        _encode_image(fr, root / "scene" / "torso" / f"{i:05d}.png")
+    box = alpha_box(torso)
+    for i, fr in enumerate(torso):
+        _encode_image(fr[box[0]:box[2], box[1]:box[3]], root / "scene" / "torso" / f"{i:05d}.png")
+    n_torso = len(torso)
     precisions = []
     for name, src in (onnx or {}).items():
         dst = _safe_relpath(root, name, "write_bundle")
@@ -426,6 +455,8 @@ def write_bundle(
         "parity": dict(parity or {}), "scene": {"num_frames": int(c2w.shape[0]), "torso": n_torso > 0},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if n_torso and box != (0, 0, height, width):
+        manifest["scene"]["torso_box"] = [box[0], box[1]]
     if audio is not None:
         manifest["audio"] = dict(audio)
     if extra:

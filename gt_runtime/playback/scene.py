@@ -69,10 +69,12 @@ class Scene:
             raise InputError(f"{bundle.file('scene/background.jpg')}: size {plate.shape[1]}x{plate.shape[0]} | expected {self.width}x{self.height} (manifest); re-export the bundle")
         self.plate = plate.astype(np.float32) / 255.0
         self.torso_paths = [bundle.file(r) for r in bundle.torso_files]
+        self.torso_box = bundle.torso_box  # (top, left) of cropped torso frames, None: whole frames
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()  # composited backgrounds, most recent last
         self._cache_frames = cache_frames
         self._torso_rgba: dict[int, np.ndarray] = {}
-        self._torso_keep = int(float(TORSO_CACHE_MB.get()) * 2**20) // max(1, self.width * self.height * 4)
+        self._torso_budget = int(float(TORSO_CACHE_MB.get()) * 2**20)  # bytes of decoded torso frames kept
+        self._torso_bytes = 0
         self._lock = threading.Lock()
 
     def track_index(self, t):
@@ -88,7 +90,13 @@ class Scene:
             if hit is not None:
                 self._cache.move_to_end(i)
                 return hit
-        bg = _composite(self.plate, self._torso(i))
+        rgba = self._torso(i)
+        if self.torso_box is None:
+            bg = _composite(self.plate, rgba)
+        else:  # a crop (Bundle.torso_box): outside it the plate alone
+            (top, left), (h, w) = self.torso_box, rgba.shape[:2]
+            bg = self.plate.copy()
+            bg[top:top + h, left:left + w] = _composite(self.plate[top:top + h, left:left + w], rgba)
         bg.flags.writeable = False
         with self._lock:
             self._cache[i] = bg
@@ -97,7 +105,7 @@ class Scene:
         return bg
 
     def _torso(self, i: int) -> np.ndarray:
-        """Track index i -> torso RGBA uint8 [H, W, 4], decoded once while GT_TORSO_CACHE_MB allows
+        """Track index i -> torso RGBA uint8 [H, W, 4] (or its crop), decoded once while GT_TORSO_CACHE_MB allows
         (a PNG decode costs more than the rest of the frame's composite and raster setup)."""
         k = i % len(self.torso_paths)
         hit = self._torso_rgba.get(k)
@@ -105,12 +113,17 @@ class Scene:
             return hit
         path = self.torso_paths[k]
         rgba = _read_image(path, "RGBA")
-        if rgba.shape != (self.height, self.width, 4):
-            raise InputError(f"{path}: size {rgba.shape[1]}x{rgba.shape[0]} | expected {self.width}x{self.height}; re-export the bundle")
+        if self.torso_box is None:
+            if rgba.shape != (self.height, self.width, 4):
+                raise InputError(f"{path}: size {rgba.shape[1]}x{rgba.shape[0]} | expected {self.width}x{self.height}; re-export the bundle")
+        elif self.torso_box[0] + rgba.shape[0] > self.height or self.torso_box[1] + rgba.shape[1] > self.width:
+            raise InputError(f"{path}: a {rgba.shape[1]}x{rgba.shape[0]} crop at (left, top) = {self.torso_box[::-1]} | "
+                             f"expected inside {self.width}x{self.height}; re-export the bundle")
         with self._lock:
-            if len(self._torso_rgba) < self._torso_keep:
+            if k not in self._torso_rgba and self._torso_bytes + rgba.nbytes <= self._torso_budget:
                 rgba.flags.writeable = False
                 self._torso_rgba[k] = rgba  # kept for good: the track plays them over and over
+                self._torso_bytes += rgba.nbytes
         return rgba
 
     def background(self, t: int) -> np.ndarray:

@@ -34,12 +34,14 @@ def rescale_bundle(src: str | Path, dst: str | Path, size: int) -> Path:
     for rel in man["files"]:
         if rel.startswith("scene/") and rel.endswith((".jpg", ".png")):
             p = tmp / rel
-            with Image.open(p) as im:
-                im = im.resize((size, size), Image.BICUBIC)
+            with Image.open(p) as im:  # the plate, or a torso frame (whole, or the crop at scene.torso_box)
+                im = im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC)
                 im.save(p, quality=95) if p.suffix == ".jpg" else im.save(p)
             man["files"][rel] = sha256_file(p)
     man["width"] = man["height"] = int(size)
     man["intrinsics"] = {k: float(v) * s for k, v in man["intrinsics"].items()}
+    if "torso_box" in man["scene"]:
+        man["scene"]["torso_box"] = [round(v * s) for v in man["scene"]["torso_box"]]
     man["parity"] = {}  # measured at the old size
     man["rescaled_from"] = {"bundle": str(src), "width": w, "height": h}
     _write_manifest(tmp, man)
