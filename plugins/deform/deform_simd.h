@@ -527,7 +527,84 @@ void small_head(const float* f, const float* w, const float* b, int k, float* y,
 }
 #endif
 
+// Output activations: none (offsets, or a head without one), exp (scale), sigmoid (opacity).
+enum Act { kActNone = 0, kActExp = 1, kActSigmoid = 2 };
+
 inline float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+
+#if defined(GT_SIMD_AVX512) || defined(GT_SIMD_AVX2)
+// exp(x) on 8 lanes for any x (clamped to [-87, 88]: no overflow to inf), the Cephes steps of
+// exp_neg8 with a round-to-nearest n; ~1 ulp against expf.
+inline __m256 exp8(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+    const __m256 nf = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 r = _mm256_add_ps(_mm256_sub_ps(x, _mm256_mul_ps(nf, _mm256_set1_ps(0.693359375f))),
+                                   _mm256_mul_ps(nf, _mm256_set1_ps(2.12194440e-4f)));
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.f));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nf), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+template <int ACT>
+inline __m256 act8(__m256 v)
+{
+    if (ACT == kActExp) return exp8(v);
+    if (ACT == kActSigmoid) return _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_add_ps(_mm256_set1_ps(1.f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+    return v;
+}
+
+// out[i] = act(can[i] + v[i]) (can null: v[i]) for i < n, 8 at a time, the tail masked.
+template <int ACT>
+void emit_flat(const float* v, const float* can, int n, float* out)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = _mm256_loadu_ps(v + i);
+        if (can != nullptr) a = _mm256_add_ps(a, _mm256_loadu_ps(can + i));
+        _mm256_storeu_ps(out + i, act8<ACT>(a));
+    }
+    if (i == n) return;
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 a = _mm256_maskload_ps(v + i, mask);
+    if (can != nullptr) a = _mm256_add_ps(a, _mm256_maskload_ps(can + i, mask));
+    _mm256_maskstore_ps(out + i, mask, act8<ACT>(a));
+}
+
+// Head outputs y [rows, ldy] (first k columns) -> out [valid, k] = act(can + y) (can null: the offsets).
+// y is compacted in place to [valid, k] first (rows ascending: a row never lands on a later one's
+// source), so the activation runs over one flat array, 8 lanes at a time, whatever k is.
+void emit(float* y, int ldy, int k, const float* can, int act, int valid, float* out)
+{
+    if (k != ldy) {
+        if (k <= 4) {  // 4-wide stores, each overwritten past k by the next row's
+            for (int r = 0; r < valid - 1; ++r) _mm_storeu_ps(y + r * k, _mm_loadu_ps(y + r * ldy));
+            memmove(y + (valid - 1) * k, y + (valid - 1) * ldy, sizeof(float) * k);
+        } else {
+            for (int r = 1; r < valid; ++r) memmove(y + r * k, y + r * ldy, sizeof(float) * k);
+        }
+    }
+    const int n = valid * k;
+    if (act == kActExp) emit_flat<kActExp>(y, can, n, out);
+    else if (act == kActSigmoid) emit_flat<kActSigmoid>(y, can, n, out);
+    else emit_flat<kActNone>(y, can, n, out);
+}
+#else
+void emit(float* y, int ldy, int k, const float* can, int act, int valid, float* out)
+{
+    for (int r = 0; r < valid; ++r)
+        for (int c = 0; c < k; ++c) {
+            const float v = can != nullptr ? can[r * k + c] + y[r * ldy + c] : y[r * ldy + c];
+            out[r * k + c] = act == kActExp ? expf(v) : act == kActSigmoid ? sigmoid(v) : v;
+        }
+}
+#endif
 
 void tile(const Job& job, int row0, float* scratch)
 {
@@ -569,17 +646,8 @@ void tile(const Job& job, int row0, float* scratch)
             if (net.fc2_rows[hd] != nullptr) small_head(f, net.fc2_rows[hd], fc2.b, k, y, fc2.Mp);
             else linear<false, true>(net, f, kHid, fc2, 0, fc2.Mp / kPW, y, fc2.Mp, q8, s8);
             float* out = job.out[hd] + ((size_t)b * job.N + row0) * k;
-            if (!job.activate) {
-                for (int r = 0; r < valid; ++r)
-                    for (int c = 0; c < k; ++c) out[r * k + c] = y[r * fc2.Mp + c];
-                continue;
-            }
-            const float* can = job.canon[hd] + (size_t)row0 * k;
-            for (int r = 0; r < valid; ++r)
-                for (int c = 0; c < k; ++c) {
-                    const float v = can[r * k + c] + y[r * fc2.Mp + c];
-                    out[r * k + c] = hd == 2 ? expf(v) : hd == 4 ? sigmoid(v) : v;  // scale: exp, opacity: sigmoid
-                }
+            if (!job.activate) emit(y, fc2.Mp, k, nullptr, kActNone, valid, out);
+            else emit(y, fc2.Mp, k, job.canon[hd] + (size_t)row0 * k, hd == 2 ? kActExp : hd == 4 ? kActSigmoid : kActNone, valid, out);
         }
     }
 }
