@@ -11,7 +11,7 @@
 //   X = LN2(H + ffn2(relu(ffn1(H)))); then per head relu(X fc1_h) fc2_h -> offsets (+ activations);
 //   the 1-4-output heads' fc2 are FP32 dot products (small_head), the sh head's a GEMM.
 // INT8: every ffn / head Linear quantises its input rows (symmetric, per row: a ReLU's output to
-// [0, 127], a signed input to [-63, 63]) against weights in [-63, 63] with per-column scales, and
+// [0, 63], a signed input to [-63, 63]; deform_kernels.h) against weights in [-63, 63] with per-column scales, and
 // accumulates int32 exactly (every variant the same integers); the attention stays FP32.
 #pragma once
 
@@ -111,9 +111,8 @@ void gemm_f32(const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, i
     }
 }
 
-// INT8 activation ranges: a ReLU's output in [0, 127]; a signed input in [-63, 63], stored as
-// q + 64 in [1, 127] (so every kernel reads u8 values; gemm_i8 takes 64 * colsum(w) off).
-constexpr int kQmaxRelu = 127, kQmaxSigned = 63, kSignedOffset = 64;
+// INT8 activation ranges: kQmaxRelu, kQmaxSigned, kSignedOffset (deform_kernels.h); a signed input is
+// stored as q + kSignedOffset (so every kernel reads u8 values; gemm_i8 takes kSignedOffset * colsum(w) off).
 
 #if defined(GT_SIMD_AVX2)
 // 32 floats (a, b, c, d) -> q[0..31] = round(x inv) + offset. |round(x inv)| <= qmax <= 127 and
@@ -245,30 +244,54 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
         const __m256 ws0 = _mm256_loadu_ps(ws), ws1 = _mm256_loadu_ps(ws + 8);
         const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
         const __m256i ones = _mm256_set1_epi16(1);
-        // maddubs: u8 x (ReLU inputs in [0, 127]; signed ones in [-63, 63] as x + 64, with 64 * colsum(w)
-        // taken off at the end, L.wc) times s8 w in [-63, 63]. Two k-groups' int16 pair sums add up to
-        // at most 4 * 127 * 63 < 2^15, so one madd widens 8 products instead of 4.
+        // maddubs: u8 x (ReLU inputs in [0, kQmaxRelu]; signed ones in [-kQmaxSigned, kQmaxSigned] as
+        // x + kSignedOffset, with kSignedOffset * colsum(w) taken off at the end, L.wc) times s8 w in
+        // [-63, 63]. The int16 pair sums of four k-groups (ReLU inputs) or two (signed) stay under 2^15,
+        // so one madd widens 16 or 8 products.
+        static_assert(4 * 2 * kQmaxRelu * kWeightQmax < 32768, "four maddubs pair sums of a ReLU input must fit in int16");
+        static_assert(2 * 2 * (kQmaxSigned + kSignedOffset) * kWeightQmax < 32768, "two maddubs pair sums of a signed input must fit in int16");
         const __m256i c0 = NONNEG ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(L.wc + p * kPW));
         const __m256i c1 = NONNEG ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(L.wc + p * kPW + 8));
-        constexpr int kR = 4;  // rows per step (some accumulators spill to L1; 2 rows without spills measured slower)
+        constexpr int kR = 4;  // rows per step (some accumulators spill to L1; 2 or 8 rows measured slower)
         for (int r = 0; r < kRows; r += kR) {
             __m256i a0[kR], a1[kR];
             for (int i = 0; i < kR; ++i) { a0[i] = _mm256_setzero_si256(); a1[i] = _mm256_setzero_si256(); }
             const int8_t* q = Q + (size_t)r * K;
-            for (int g = 0; g < G; g += 2) {
-                const __m256i w0 = _mm256_loadu_si256((const __m256i*)(W + g * 64));
-                const __m256i w1 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 32));
-                const __m256i w2 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 64));
-                const __m256i w3 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 96));
-                for (int i = 0; i < kR; ++i) {
-                    int32_t xa, xb;
-                    memcpy(&xa, q + (size_t)i * K + 4 * g, 4);
-                    memcpy(&xb, q + (size_t)i * K + 4 * g + 4, 4);
-                    const __m256i va = _mm256_set1_epi32(xa), vb = _mm256_set1_epi32(xb);
-                    const __m256i t0 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w0), _mm256_maddubs_epi16(vb, w2));
-                    const __m256i t1 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w1), _mm256_maddubs_epi16(vb, w3));
-                    a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(t0, ones));
-                    a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(t1, ones));
+            if (NONNEG) {
+                for (int g = 0; g < G; g += 4) {  // G = K / 4 is 16 or 32
+                    const __m256i* w = (const __m256i*)(W + g * 64);  // [group g..g+3][cols 0-7 | 8-15]
+                    for (int i = 0; i < kR; ++i) {
+                        // one load of the row's 16 bytes into both lanes, then in-lane dword broadcasts
+                        // (shuffle pipes): four broadcast loads measured 8 % slower here
+                        const __m256i x = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(q + (size_t)i * K + 4 * g)));
+                        const __m256i va = _mm256_shuffle_epi32(x, 0x00), vb = _mm256_shuffle_epi32(x, 0x55);
+                        const __m256i vc = _mm256_shuffle_epi32(x, 0xAA), vd = _mm256_shuffle_epi32(x, 0xFF);
+                        const __m256i t0 = _mm256_add_epi16(
+                            _mm256_add_epi16(_mm256_maddubs_epi16(va, _mm256_loadu_si256(w)), _mm256_maddubs_epi16(vb, _mm256_loadu_si256(w + 2))),
+                            _mm256_add_epi16(_mm256_maddubs_epi16(vc, _mm256_loadu_si256(w + 4)), _mm256_maddubs_epi16(vd, _mm256_loadu_si256(w + 6))));
+                        const __m256i t1 = _mm256_add_epi16(
+                            _mm256_add_epi16(_mm256_maddubs_epi16(va, _mm256_loadu_si256(w + 1)), _mm256_maddubs_epi16(vb, _mm256_loadu_si256(w + 3))),
+                            _mm256_add_epi16(_mm256_maddubs_epi16(vc, _mm256_loadu_si256(w + 5)), _mm256_maddubs_epi16(vd, _mm256_loadu_si256(w + 7))));
+                        a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(t0, ones));
+                        a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(t1, ones));
+                    }
+                }
+            } else {
+                for (int g = 0; g < G; g += 2) {
+                    const __m256i w0 = _mm256_loadu_si256((const __m256i*)(W + g * 64));
+                    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 32));
+                    const __m256i w2 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 64));
+                    const __m256i w3 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 96));
+                    for (int i = 0; i < kR; ++i) {
+                        int32_t xa, xb;
+                        memcpy(&xa, q + (size_t)i * K + 4 * g, 4);
+                        memcpy(&xb, q + (size_t)i * K + 4 * g + 4, 4);
+                        const __m256i va = _mm256_set1_epi32(xa), vb = _mm256_set1_epi32(xb);
+                        const __m256i t0 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w0), _mm256_maddubs_epi16(vb, w2));
+                        const __m256i t1 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w1), _mm256_maddubs_epi16(vb, w3));
+                        a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(t0, ones));
+                        a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(t1, ones));
+                    }
                 }
             }
             for (int i = 0; i < kR; ++i) {
