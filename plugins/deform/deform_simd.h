@@ -158,7 +158,9 @@ inline void row_scales8(const __m256* amax_v, int qmax, float* qinv, float* s)
 
 // -- INT8: rows of X -> q [rows, K] = round(x / s) + offset and their scales s (x ~ s (q - offset)) ------
 // qmax: kQmaxRelu with offset 0 for a ReLU's output, kQmaxSigned with kSignedOffset for a signed input.
-void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, int offset)
+// amax8 (AVX2, may be null): per row 8 lane maxima of |x| [rows, 8], as gemm_i8 leaves them: the
+// max pass over X is skipped (the same maxima, so the same integers).
+void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, int offset, const float* amax8 = nullptr)
 {
 #if defined(GT_SIMD_AVX2)
     // eight rows at a time: their maxima reduced together (hmax8x8), then their quantisation
@@ -168,6 +170,10 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, i
         __m256 m[8];
         for (int i = 0; i < 8; ++i) {
             const float* x = X + (size_t)(r0 + i) * ldx;
+            if (amax8 != nullptr) {
+                m[i] = _mm256_load_ps(amax8 + (r0 + i) * 8);
+                continue;
+            }
             m[i] = _mm256_setzero_ps();
             for (int k = 0; k < K; k += 8) m[i] = _mm256_max_ps(m[i], _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
         }
@@ -205,13 +211,16 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, i
 #endif
         s[r] = amax / (float)qmax;
     }
+    (void)amax8;
 #endif
 }
 
 // Y[r, c] = act(s_r ws_c sum_k q[r, k] wq[k, c] + b_c); NONNEG: every q >= 0 (a ReLU's output).
+// amax8 (AVX2, may be null): gets each row's 8 lane maxima of |Y| over panels [p0, p1) for quant_rows.
 template <bool RELU, bool NONNEG>
-void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, float* Y, int ldy)
+void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, float* Y, int ldy, float* amax8 = nullptr)
 {
+    (void)amax8;
     const int K = L.K, G = L.K / 4;
     for (int p = p0; p < p1; ++p) {
         const int8_t* W = L.wq + (size_t)p * G * 64;
@@ -301,6 +310,12 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
                 if (RELU) { y0 = _mm256_max_ps(y0, _mm256_setzero_ps()); y1 = _mm256_max_ps(y1, _mm256_setzero_ps()); }
                 _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy, y0);
                 _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy + 8, y1);
+                if (amax8 != nullptr) {  // the next Linear's row maxima, while the row is in registers
+                    const __m256 sign = _mm256_set1_ps(-0.f);
+                    const __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign, y0), _mm256_andnot_ps(sign, y1));
+                    float* a = amax8 + (r + i) * 8;
+                    _mm256_store_ps(a, p == p0 ? m : _mm256_max_ps(m, _mm256_load_ps(a)));
+                }
             }
         }
 #else
@@ -325,16 +340,17 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
 }
 
 // Linear over the tile's rows in the net's precision: panels [p0, p1) of L; q8 / s8 scratch for INT8.
+// amax8: X's row maxima from the gemm_i8 that wrote X (see quant_rows), or null.
 template <bool RELU, bool NONNEG>
 void linear(const Net& net, const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, int ldy,
-            int8_t* q8, float* s8, bool quantised = false)
+            int8_t* q8, float* s8, bool quantised = false, const float* amax8 = nullptr, float* y_amax8 = nullptr)
 {
     if (!net.int8) {
         gemm_f32<RELU>(X, ldx, L, p0, p1, Y, ldy);
         return;
     }
-    if (!quantised) quant_rows(X, ldx, L.K, q8, s8, NONNEG ? kQmaxRelu : kQmaxSigned, NONNEG ? 0 : kSignedOffset);
-    gemm_i8<RELU, NONNEG>(q8, s8, L, p0, p1, Y, ldy);
+    if (!quantised) quant_rows(X, ldx, L.K, q8, s8, NONNEG ? kQmaxRelu : kQmaxSigned, NONNEG ? 0 : kSignedOffset, amax8);
+    gemm_i8<RELU, NONNEG>(q8, s8, L, p0, p1, Y, ldy, y_amax8);
 }
 
 // exp(x) for x <= 0 (Cephes expf polynomial, ~1 ulp; clamps below -87): vectorisable, no libm call.
@@ -644,6 +660,12 @@ void tile(const Job& job, int row0, float* scratch)
     const float* queries = job.queries + (size_t)row0 * kD;
 
     float x_s8[kRows];
+#if defined(GT_SIMD_AVX2)
+    alignas(32) float f_amax_buf[kRows * 8];  // f's row maxima from the gemm_i8 that writes f (INT8)
+    float* f_amax = net.int8 ? f_amax_buf : nullptr;
+#else
+    float* f_amax = nullptr;
+#endif
     int8_t* xq = q8 + kRows * kHid;  // [rows, 64]: the heads' INT8 input
     for (int b = 0; b < job.B; ++b) {
         const float* in = queries;        // layer 0 reads the tile's queries (loaded once for all B frames)
@@ -654,8 +676,8 @@ void tile(const Job& job, int row0, float* scratch)
             softmax_tile(s);
             gemm_f32<false>(s, kPW, am.out, 0, kD / kPW, o, kD);  // O = A Z + bo (K = 8 columns of s)
             add_norm(in, o, lay.n1w, lay.n1b, h, net.int8 ? q8 : nullptr, s8);  // INT8: quantised for ffn1 too
-            linear<true, false>(net, h, kD, lay.ffn1, 0, kHid / kPW, f, kHid, q8, s8, true);
-            linear<false, true>(net, f, kHid, lay.ffn2, 0, kD / kPW, o, kD, q8, s8);
+            linear<true, false>(net, h, kD, lay.ffn1, 0, kHid / kPW, f, kHid, q8, s8, true, nullptr, f_amax);
+            linear<false, true>(net, f, kHid, lay.ffn2, 0, kD / kPW, o, kD, q8, s8, false, f_amax);
             const bool last = l == net.layers - 1;  // INT8: the heads' shared input, quantised once
             add_norm(h, o, lay.n2w, lay.n2b, x, net.int8 && last ? xq : nullptr, x_s8);
             in = x;
@@ -663,11 +685,12 @@ void tile(const Job& job, int row0, float* scratch)
         for (int hd = 0; hd < kHeads; ++hd) {
             const Lin& fc2 = net.fc2[hd];
             const int pp = kHid / kPW;  // panels of one head's 128 fc1 columns
-            if (net.int8) gemm_i8<true, false>(xq, x_s8, net.fc1, hd * pp, (hd + 1) * pp, f, kHid);
+            const bool gemm_head = net.fc2_rows[hd] == nullptr;  // the sh head: fc2 a quantised GEMM
+            if (net.int8) gemm_i8<true, false>(xq, x_s8, net.fc1, hd * pp, (hd + 1) * pp, f, kHid, gemm_head ? f_amax : nullptr);
             else gemm_f32<true>(x, kD, net.fc1, hd * pp, (hd + 1) * pp, f, kHid);
             const int k = net.out_dim[hd];
             if (net.fc2_rows[hd] != nullptr) small_head(f, net.fc2_rows[hd], fc2.b, k, y, fc2.Mp);
-            else linear<false, true>(net, f, kHid, fc2, 0, fc2.Mp / kPW, y, fc2.Mp, q8, s8);
+            else linear<false, true>(net, f, kHid, fc2, 0, fc2.Mp / kPW, y, fc2.Mp, q8, s8, false, f_amax);
             float* out = job.out[hd] + ((size_t)b * job.N + row0) * k;
             if (!job.activate) emit(y, fc2.Mp, k, nullptr, kActNone, valid, out);
             else emit(y, fc2.Mp, k, job.canon[hd] + (size_t)row0 * k, hd == 2 ? kActExp : hd == 4 ? kActSigmoid : kActNone, valid, out);
