@@ -11,17 +11,22 @@ exp(log_scales + dscale), sigmoid(opacity_logits + dopacity), sh + dsh
 (`gt_runtime.model.reference.apply_offsets`, on numpy or CuPy); background = plate +
 torso of pp(t); output round(clip(rgb, 0, 1) * 255) as uint8 [H, W, 3].
 
-On CPU the deformation of batch k+1 runs on a worker thread while batch k is
-rasterized (`overlap=True`); both release the GIL (BLAS / ONNX Runtime / the C++
-rasterizer), so on 2 cores the two stages share the machine instead of alternating.
-Whether that is faster depends on the machine and the bundle, so with `overlap=None`
-(auto, CPU engine + C++ rasterizer, >= 2 cores) the first batches are run both ways and
-the faster mode is kept for the pipeline (`OverlapChooser`; `describe()["overlap"]`).
-The frames are the same either way: only the order in which the stages run changes.
+On CPU the stages of a batch can run three ways: "sequential" (each stage on every core in
+turn), "overlapped" (the deformation of batch k+1 on a worker thread while batch k is
+rasterized, `overlap=True`) and "lanes" (one batch per core at once, every stage of a
+batch on one thread, with a one-thread copy of the engine: no OpenMP team waits at a
+barrier for a core that the encoder or anything else took). All release the GIL (BLAS /
+ONNX Runtime / the C++ kernels). Which is fastest depends on the machine and the bundle,
+so with `overlap=None` (auto, CPU engine + C++ rasterizer, >= 2 cores) the first batches
+are run every way and the fastest mode is kept for the pipeline (`OverlapChooser`;
+`describe()["overlap"]`). The frames are the same every way: only where and in which
+order the stages run changes.
 """
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -70,60 +75,70 @@ def resolve_raster(raster: str, device: str) -> str:
 
 
 class OverlapChooser:
-    """Sequential or overlapped stages, by the wall time per frame of the first batches each way.
+    """Sequential, overlapped or lanes, by the wall time per frame of the first batches each way.
 
     The first `warmup` batches run sequentially, untimed (caches, the encoder starting). Then
-    `probe` rounds, each of three sequential batches (the rasterizer on `raster_threads`) and
-    three overlapped ones (the rasterizer on `overlap_raster_threads`), of which only the middle
-    one of each mode counts: the first overlapped batch fills the worker, and the last is
-    rasterized with no deformation beside it, which steady overlap never does; the first of
-    either mode also carries the other mode's tail (gt play encodes on its own thread, a few
-    frames behind: a single sequential batch after three overlapped ones was charged their
-    encoding, 50-70 ms/frame at 512² x 20k against 30 steady). Interleaved, so a machine whose load changes, or a
-    pipeline still warming up, favours neither mode. A batch's time runs from the end of the previous one to the end
-    of its own, the consumer's time (encoding) included, as delivered.
+    `probe` rounds, each running every mode on three "waves" of batches (a wave: one batch, or
+    one batch per lane for "lanes"), of which only the middle wave counts: the first fills the
+    overlap worker or the lanes and carries the previous mode's tail (gt play encodes on its own
+    thread, a few frames behind: a single sequential batch after three overlapped ones was charged
+    their encoding, 50-70 ms/frame at 512² x 20k against 30 steady), and the last runs with
+    nothing beside it, which steady running never does. Interleaved, so a machine whose load
+    changes, or a pipeline still warming up, favours no mode. A wave's time runs from the end of
+    the previous wave to the end of its own, the consumer's time (encoding) included, as delivered.
+    lanes: the pipeline's lanes (>= 2 offers the "lanes" mode), else 0.
     `timing(mode, measured_s) -> s` replaces the measured seconds (tests and benchmarks inject it).
     """
 
-    def __init__(self, probe: int = 3, timing=None, warmup: int = 2):
-        self.probe, self.warmup = int(probe), int(warmup)
+    def __init__(self, probe: int = 3, timing=None, warmup: int = 2, lanes: int = 0):
+        self.probe, self.warmup, self.lanes = int(probe), int(warmup), int(lanes)
         self.timing = timing
-        self.seconds = {"sequential": [], "overlapped": []}   # seconds per frame of each timed batch
-        self.overlap: bool | None = None                      # the decision, once made
+        self.modes = ("sequential", "overlapped") + (("lanes",) if self.lanes >= 2 else ())
+        self.seconds = {m: [] for m in self.modes}   # seconds per frame of each timed wave
+        self.mode: str | None = None                  # the decision, once made
+
+    def wave(self, mode: str) -> int:
+        """Batches that run at once in `mode`."""
+        return self.lanes if mode == "lanes" else 1
 
     @property
     def batches_needed(self) -> int:
-        return self.warmup + 6 * self.probe
+        return self.warmup + self.probe * sum(3 * self.wave(m) for m in self.modes)
 
     def record(self, mode: str, seconds: float, frames: int) -> None:
         s = self.timing(mode, seconds) if self.timing else seconds
         self.seconds[mode].append(s / max(1, frames))
 
-    def decide(self) -> bool:
-        """Keep the mode with the lower median time per frame (ties: sequential, the simpler one)."""
-        seq, ovl = (float(np.median(self.seconds[m])) for m in ("sequential", "overlapped"))
-        self.overlap = bool(ovl < seq)
-        return self.overlap
+    def decide(self) -> str:
+        """Keep the mode with the lowest median time per frame (ties: the simpler one, sequential first)."""
+        med = {m: float(np.median(self.seconds[m])) for m in self.modes}
+        self.mode = min(self.modes, key=lambda m: (med[m], self.modes.index(m)))
+        return self.mode
 
     def describe(self) -> str:
-        if self.overlap is None:
+        if self.mode is None:
             return "auto (not decided yet)"
-        seq, ovl = (1e3 * float(np.median(self.seconds[m])) for m in ("sequential", "overlapped"))
-        return (f"auto: {'overlapped' if self.overlap else 'sequential'} (measured ms/frame: sequential {seq:.1f}, "
-                f"overlapped {ovl:.1f})")
+        ms = ", ".join(f"{m} {1e3 * float(np.median(self.seconds[m])):.1f}" for m in self.modes)
+        return f"auto: {self.mode} (measured ms/frame: {ms})"
+
+
+MODE_OF_OVERLAP = {True: "overlapped", False: "sequential"}
 
 
 class RenderState:
-    """Per-stream mutable state: timings, the CUDA rasterizer (buffers, stream), the overlap worker."""
+    """Per-stream mutable state: timings, the CUDA rasterizer (buffers, stream), the overlap worker, the lanes.
+
+    mode: "sequential", "overlapped" or "lanes"; None: the pipeline measures it on this stream's first batches.
+    """
 
     def __init__(self, pipeline: "FramePipeline", overlap: bool | None = None):
         self.timings = Timings()
-        if overlap is None:
-            overlap = pipeline.default_overlap
-            if overlap is None:  # the pipeline's measured choice; still None: run_batches measures
-                overlap = pipeline.overlap_chooser.overlap
-        self.overlap = overlap
+        if overlap is not None:
+            self.mode = MODE_OF_OVERLAP[bool(overlap)]
+        else:  # the pipeline's default or measured choice; still None: run_batches measures
+            self.mode = pipeline.default_mode or (pipeline.overlap_chooser.mode if pipeline.overlap_chooser else None)
         self._executor = None
+        self._lanes = None
         self._cuda = None
 
     @property
@@ -131,6 +146,11 @@ class RenderState:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gt-deform")
         return self._executor
+
+    def lanes(self, n: int) -> ThreadPoolExecutor:
+        if self._lanes is None:
+            self._lanes = ThreadPoolExecutor(max_workers=n, thread_name_prefix="gt-lane")
+        return self._lanes
 
     def cuda_rasterizer(self):
         if self._cuda is None:
@@ -140,9 +160,10 @@ class RenderState:
         return self._cuda
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for ex in (self._executor, self._lanes):
+            if ex is not None:
+                ex.shutdown(wait=True)
+        self._executor = self._lanes = None
 
 
 class FramePipeline:
@@ -182,19 +203,32 @@ class FramePipeline:
 
             self._dev = {k: cupy.asarray(v) for k, v in self.canon.items()}
             self._dev["K"] = cupy.asarray(self.K)
-        # Overlap can pay off on the CPU (GIL released by BLAS / ORT / C++ raster): measured when not forced.
-        # The GPU path batches instead.
+        # Overlap or lanes can pay off on the CPU (GIL released by BLAS / ORT / C++ kernels): measured when not
+        # forced. The GPU path batches instead.
         self.overlap_chooser = None
+        self.lanes = 0            # lanes of the "lanes" mode: one per core
+        self._lane_engines = None
+        self._lane_lock = threading.Lock()
         if overlap is None and self.device == "cpu" and self.raster == "cpu" and usable_cores() >= 2:
-            self.overlap_chooser = OverlapChooser()
-        self.default_overlap = overlap if overlap is not None else None if self.overlap_chooser else False
+            self.lanes = usable_cores()
+            self.overlap_chooser = OverlapChooser(lanes=self.lanes)
+        self.default_mode = MODE_OF_OVERLAP[bool(overlap)] if overlap is not None else None if self.overlap_chooser else "sequential"
 
     def overlap_mode(self) -> str:
         """How sessions that do not force it run the stages: "on", "off" or the measured choice."""
         if self.overlap_chooser is not None:
             return (f"{self.overlap_chooser.describe()}, raster threads {self.raster_threads or 'default'} alone / "
-                    f"{self.overlap_raster_threads or 'default'} beside the deformation")
-        return "on" if self.default_overlap else "off"
+                    f"{self.overlap_raster_threads or 'default'} beside the deformation / 1 in each of {self.lanes} lanes")
+        return "on" if self.default_mode == "overlapped" else "off"
+
+    def lane_engines(self):
+        """A one-thread copy of the engines for the lanes (each lane runs every stage on its own thread)."""
+        with self._lane_lock:
+            if self._lane_engines is None:
+                from gt_runtime.engines.select import select_engine
+
+                self._lane_engines = select_engine(self.bundle, self.engines.name, gpu=False, threads=1).activate()
+            return self._lane_engines
 
     def describe(self) -> dict:
         dev = "cpu"
@@ -210,18 +244,27 @@ class FramePipeline:
         return {"engine": self.engines.name, "raster": self.raster, "device": dev,
                 "gaussians": self.n, "width": self.width, "height": self.height, "overlap": self.overlap_mode()}
 
+    def close_lanes(self) -> None:
+        """Release the lanes' engine copy (Player.close)."""
+        with self._lane_lock:
+            if self._lane_engines is not None:
+                self._lane_engines.deactivate()
+                self._lane_engines = None
+
     def new_state(self, overlap: bool | None = None) -> RenderState:
         return RenderState(self, overlap)
 
     # -- stage A: tokens + deform --------------------------------------------------------
-    def deform(self, frames: np.ndarray, windows: np.ndarray) -> tuple[dict, dict]:
+    def deform(self, frames: np.ndarray, windows: np.ndarray, engines=None) -> tuple[dict, dict]:
         """frames [B] (speech frame indices), windows [B, 15, 2, D] -> (offsets dict, stage seconds).
+        engines: the EngineSet to run (default: the pipeline's; the lanes pass their one-thread copy).
 
         The dict holds the offsets {dmu [B,N,3], ...}, or {"_gaussians": the activated Gaussians [B, N, ...]}
         when the engine fuses the activation; "_backgrounds" holds the B composited backgrounds.
         """
+        engines = engines or self.engines
         t0 = time.perf_counter()
-        atok = self.engines.audio.infer({"audio_window": np.ascontiguousarray(windows, np.float32)})["audio_token"]
+        atok = engines.audio.infer({"audio_window": np.ascontiguousarray(windows, np.float32)})["audio_token"]
         t1 = time.perf_counter()
         ti = self.scene.track_index(np.asarray(frames))
         xp = self.xp
@@ -229,12 +272,12 @@ class FramePipeline:
         dev = [xp.asarray(a, dtype=xp.float32) for a in (atok, self.eye_tokens[ti], self.view_tokens[ti], self.null)]
         tokens = reference.stack_tokens(*dev, xp)
         tokens = xp.ascontiguousarray(tokens)
-        fused = getattr(self.engines.deform, "activated", None)
+        fused = getattr(engines.deform, "activated", None)
         if fused is not None:
             # fused engines (cpu-fused, cuda-fused) write the activated Gaussians themselves: no offsets pass
             off = {"_gaussians": fused(tokens, self._dev if self.raster == "cuda" else self.canon)}
         else:
-            off = self.engines.deform.infer({"tokens": tokens})
+            off = engines.deform.infer({"tokens": tokens})
         t2 = time.perf_counter()
         # Backgrounds (torso PNG decode + composite) are fetched here, on the overlap worker, not in the raster stage.
         off["_backgrounds"] = [self.scene.background_of_track(int(i)) for i in np.atleast_1d(ti)]
@@ -304,28 +347,31 @@ class FramePipeline:
     def run_batches(self, state: RenderState, batches):
         """Iterate (frames [B], windows [B, 15, 2, D]) batches -> yields frames uint8 [H, W, 3] in order.
 
-        With state.overlap the deformation of the next batch runs on the worker thread
-        while this batch is rasterized. With state.overlap None (auto) the first batches are
-        measured both ways (OverlapChooser) and the rest run the faster way; a call with too
-        few batches to measure runs sequentially and leaves the choice to a later call.
+        state.mode runs them sequentially, overlapped (the deformation of the next batch on the worker
+        thread while this batch is rasterized) or in lanes (one batch per core at once). With state.mode
+        None (auto) the first batches are measured every way (OverlapChooser) and the rest run the fastest
+        way; a call with too few batches to measure runs sequentially and leaves the choice to a later call.
         """
         batches = list(batches)
         if not batches:
             return
-        if state.overlap is None:
+        if state.mode is None:
             ch = self.overlap_chooser
-            if ch.overlap is None and len(batches) >= ch.batches_needed:
-                yield from self._choose_overlap(state, batches)
+            if ch.mode is None and len(batches) >= ch.batches_needed:
+                yield from self._choose_mode(state, batches)
                 return
-            state.overlap = ch.overlap  # decided by this or another session; still None: sequential this call
-        yield from self._run(state, batches, bool(state.overlap))
+            state.mode = ch.mode  # decided by this or another session; still None: sequential this call
+        yield from self._run(state, batches, state.mode or "sequential")
 
-    def _run(self, state: RenderState, batches: list, overlap: bool, on_batch=None):
-        """Run the batches sequentially or overlapped; on_batch(i) after batch i's frames are consumed."""
+    def _run(self, state: RenderState, batches: list, mode: str, on_batch=None):
+        """Run the batches in `mode`; on_batch(i) after batch i's frames are consumed."""
         tm = state.timings
         if not batches:
             return
-        if not overlap or len(batches) == 1:
+        if mode == "lanes" and len(batches) > 1:
+            yield from self._run_lanes(state, batches, on_batch)
+            return
+        if mode != "overlapped" or len(batches) == 1:
             for i, (frames, windows) in enumerate(batches):
                 off, ta = self.deform(frames, windows)
                 imgs, tb = self.render(state, frames, off)
@@ -346,30 +392,53 @@ class FramePipeline:
             if on_batch:
                 on_batch(i)
 
-    def _choose_overlap(self, state: RenderState, batches: list):
-        """Warm-up batches sequential, probe rounds of (3 sequential, 3 overlapped), the rest the faster way."""
+    def _run_lanes(self, state: RenderState, batches: list, on_batch=None):
+        """Every stage of a batch on one lane thread (the one-thread engines, the rasterizer on 1 thread),
+        `self.lanes` batches at once, one more queued; frames come out in order."""
+        engines = self.lane_engines()
+        ex = state.lanes(self.lanes)
+
+        def lane(frames, windows):
+            off, ta = self.deform(frames, windows, engines)
+            imgs, tb = self.render(state, frames, off, threads=1)
+            return imgs, ta, tb
+
+        pending = deque(ex.submit(lane, *b) for b in batches[:self.lanes + 1])
+        for i, (frames, _) in enumerate(batches):
+            imgs, ta, tb = pending.popleft().result()
+            if i + self.lanes + 1 < len(batches):
+                pending.append(ex.submit(lane, *batches[i + self.lanes + 1]))
+            self._account(state.timings, len(frames), ta, tb)
+            yield from imgs
+            if on_batch:
+                on_batch(i)
+
+    def _choose_mode(self, state: RenderState, batches: list):
+        """Warm-up batches sequential, probe rounds of three waves in each mode, the rest the fastest way."""
         ch = self.overlap_chooser
 
         def timer(mode, part):
-            last = [time.perf_counter()]
+            w = ch.wave(mode)
+            start = [0.0]
 
             def on_batch(i):
-                now = time.perf_counter()
-                if 0 < i < len(part) - 1:  # the middle batch of each mode: see OverlapChooser
-                    ch.record(mode, now - last[0], len(part[i][0]))
-                last[0] = now
+                if i == w - 1:          # the first wave is out: the middle one starts
+                    start[0] = time.perf_counter()
+                elif i == 2 * w - 1:    # the middle wave is out
+                    ch.record(mode, time.perf_counter() - start[0], sum(len(f) for f, _ in part[w:2 * w]))
             return on_batch
 
-        yield from self._run(state, batches[:ch.warmup], False)
-        for i in range(ch.warmup, ch.batches_needed, 6):
-            seq, ovl = batches[i:i + 3], batches[i + 3:i + 6]
-            yield from self._run(state, seq, False, timer("sequential", seq))
-            yield from self._run(state, ovl, True, timer("overlapped", ovl))
-        rest = batches[ch.batches_needed:]
-        if ch.overlap is None:
+        yield from self._run(state, batches[:ch.warmup], "sequential")
+        i = ch.warmup
+        for _ in range(ch.probe):
+            for mode in ch.modes:
+                part = batches[i:i + 3 * ch.wave(mode)]
+                i += len(part)
+                yield from self._run(state, part, mode, timer(mode, part))
+        if ch.mode is None:
             ch.decide()
-        state.overlap = ch.overlap
-        yield from self._run(state, rest, state.overlap)
+        state.mode = ch.mode
+        yield from self._run(state, batches[i:], state.mode)
 
     @staticmethod
     def _account(tm: Timings, nframes: int, ta: dict, tb: dict) -> None:

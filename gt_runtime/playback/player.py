@@ -93,4 +93,5 @@ class Player:
             s.close()
 
     def close(self) -> None:
+        self.pipeline.close_lanes()
         self.engines.deactivate()
