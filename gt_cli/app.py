@@ -205,7 +205,7 @@ def profile_cmd(
     speech: Optional[Path] = typer.Option(None, help="Speech to drive the profile (default: a bundled clip)."),
     encode: str = typer.Option("mp4", help="mp4 (H.264, the encode stage) or none."),
     threads: Optional[int] = typer.Option(None, help="Engine CPU threads (default: all usable cores)."),
-    overlapped: bool = typer.Option(True, "--overlapped/--no-overlapped", help="Also measure FPS with deform/raster overlap (CPU)."),
+    overlapped: bool = typer.Option(True, "--overlapped/--no-overlapped", help="Also measure delivered FPS as gt play may run the stages: overlapped and in lanes (CPU)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (schema: gt_runtime.apps.profile)."),
     png: Optional[Path] = typer.Option(None, "--png", help="Write a stacked-bar PNG of the stage times."),
 ):

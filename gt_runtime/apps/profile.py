@@ -13,7 +13,8 @@ Stages run one after the other here (no deform/raster overlap), so each is attri
 and `share` gives each stage's part of the frame. How `gt play` runs them is measured
 separately (CPU raster only), delivered FPS with the encoding on the mp4 writer's thread:
 `fps_encode_thread` with the stages in turn, `fps_overlapped` with the deformation of the
-next batch beside the raster. With a fused engine (`cpu-fused`, `cuda-fused`) deform is the
+next batch beside the raster, `fps_lanes` with one batch per core at once (every stage of a
+batch on one thread; gt play measures the three on its first frames and keeps the fastest). With a fused engine (`cpu-fused`, `cuda-fused`) deform is the
 whole network and the activations in one kernel (`deform_kernel` names its variant, e.g.
 "cpu-fused-int8 (avx2)"), and raster starts from its activated Gaussians (no offsets pass).
 
@@ -42,7 +43,9 @@ JSON schema (`gt-profile/1`), all times in milliseconds per frame unless named b
                "fps": frames / wall time of the timed iterations (delivered, encode included),
                "model_fps": frames / (audio_encoder + deform + raster time),
                "fps_encode_thread": delivered FPS, stages in turn, encoding on its thread (CPU raster), or null,
-               "fps_overlapped": delivered FPS with deform/raster overlap, encoding on its thread (CPU raster), or null}]}
+               "fps_overlapped": delivered FPS with deform/raster overlap, encoding on its thread (CPU raster), or null,
+               "fps_lanes": delivered FPS with one batch per core at once, encoding on its thread (CPU raster, >= 2
+               cores), or null}]}
 
 Stage meaning: audio_frontend = resampling + the audio front end (`mel`, or the bundle's hubert / wav2vec2 blocks) of the pushed chunk;
 audio_encoder = audio window -> audio token; deform = token stack + deform engine;
@@ -246,15 +249,16 @@ def _run_batch(player, cfg: ProfileConfig, batch: int, clock: _Clock, tmpdir: st
             "batch_latency": {k: bl[k] for k in ("p50_ms", "p90_ms", "p99_ms")},
             "fps": frames_timed / wall if wall > 0 else float("nan"),
             "model_fps": frames_timed / model_s if model_s > 0 else float("nan"),
-            "fps_encode_thread": None, "fps_overlapped": None}
+            "fps_encode_thread": None, "fps_overlapped": None, "fps_lanes": None}
 
 
-def _delivered_fps(player, cfg: ProfileConfig, batch: int, overlap: bool, tmpdir: str) -> float:
+def _delivered_fps(player, cfg: ProfileConfig, batch: int, mode: str, tmpdir: str) -> float:
     """Delivered FPS as gt play runs the stages: all audio pushed, frames pulled and encoded on the
-    mp4 writer's thread (cfg.encode "mp4"), the deformation of the next batch beside the raster or not."""
+    mp4 writer's thread (cfg.encode "mp4"), the stages in `mode` (sequential, overlapped or lanes)."""
     n = cfg.frames + (cfg.warmup + 1) * batch
     pcm = _speech(cfg, n * SAMPLES_PER_FRAME)
-    s = player.session(batch=batch, overlap=overlap)
+    s = player.session(batch=batch)
+    s.state.mode = mode
     wr = None
     if cfg.encode == "mp4":
         wr = Mp4Writer(Path(tmpdir) / "delivered.mp4", player.width, player.height, sample_rate=None, background=True)
@@ -310,8 +314,10 @@ def profile(cfg: ProfileConfig) -> dict:
             for b in cfg.batch:
                 r = _run_batch(player, cfg, b, clock, tmp)
                 if cfg.overlapped and not gpu and info["raster"] == "cpu":
-                    r["fps_encode_thread"] = _delivered_fps(player, cfg, b, False, tmp)
-                    r["fps_overlapped"] = _delivered_fps(player, cfg, b, True, tmp)
+                    r["fps_encode_thread"] = _delivered_fps(player, cfg, b, "sequential", tmp)
+                    r["fps_overlapped"] = _delivered_fps(player, cfg, b, "overlapped", tmp)
+                    if player.pipeline.lanes > 1:
+                        r["fps_lanes"] = _delivered_fps(player, cfg, b, "lanes", tmp)
                 runs.append(r)
     finally:
         player.close()
@@ -341,7 +347,7 @@ def print_table(report: dict, file=None) -> None:
     t = Table(title=f"gt profile: {report['engine']} + {report['raster']} raster, {report['gaussians']} Gaussians, "
                     f"{report['width']}x{report['height']} | {report['device']} | load {m['load_avg'][:1]}",
               caption=f"deform = {report.get('deform_kernel', report['engine'])}; stages in turn, each attributed; "
-                      "gt play encodes on its own thread (FPS with encode thread) and may overlap deform and raster")
+                      "gt play encodes on its own thread (FPS with encode thread) and runs the stages overlapped or in lanes when that is faster")
     for c in ("batch", "stage", "mean ms", "share %", "p50 ms", "p90 ms", "p99 ms"):
         t.add_column(c, justify="right" if c != "stage" else "left")
     for r in report["runs"]:
@@ -353,7 +359,8 @@ def print_table(report: dict, file=None) -> None:
         t.add_row(str(r["batch"]), "other", f"{r['other_ms']:.2f}", f"{share.get('other', 0.0):.1f}", "", "", "")
         tot = r["total"]
         extra = "".join(f", {label} {r[k]:.1f}" for k, label in (("fps_encode_thread", "with encode thread"),
-                                                                   ("fps_overlapped", "overlapped")) if r.get(k) is not None)
+                                                                   ("fps_overlapped", "overlapped"), ("fps_lanes", "lanes"))
+                        if r.get(k) is not None)
         t.add_row(str(r["batch"]), f"[bold]total / frame[/bold] (FPS {r['fps']:.1f}, model {r['model_fps']:.1f}{extra})",
                   f"{tot['mean_ms']:.2f}", "100.0", *(f"{tot[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms")), end_section=True)
     con.print(t)

@@ -206,11 +206,11 @@ class FramePipeline:
         # Overlap or lanes can pay off on the CPU (GIL released by BLAS / ORT / C++ kernels): measured when not
         # forced. The GPU path batches instead.
         self.overlap_chooser = None
-        self.lanes = 0            # lanes of the "lanes" mode: one per core
+        cpu = self.device == "cpu" and self.raster == "cpu" and usable_cores() >= 2
+        self.lanes = usable_cores() if cpu else 0  # lanes of the "lanes" mode: one per core
         self._lane_engines = None
         self._lane_lock = threading.Lock()
-        if overlap is None and self.device == "cpu" and self.raster == "cpu" and usable_cores() >= 2:
-            self.lanes = usable_cores()
+        if overlap is None and cpu:
             self.overlap_chooser = OverlapChooser(lanes=self.lanes)
         self.default_mode = MODE_OF_OVERLAP[bool(overlap)] if overlap is not None else None if self.overlap_chooser else "sequential"
 
@@ -368,7 +368,7 @@ class FramePipeline:
         tm = state.timings
         if not batches:
             return
-        if mode == "lanes" and len(batches) > 1:
+        if mode == "lanes" and len(batches) > 1 and self.lanes > 1:
             yield from self._run_lanes(state, batches, on_batch)
             return
         if mode != "overlapped" or len(batches) == 1:

@@ -42,7 +42,7 @@ def test_json_schema(report):
     assert [run["batch"] for run in r["runs"]] == [1, 4]
     for run in r["runs"]:
         assert set(run) == {"batch", "frames", "iterations", "warmup_iterations", "stages", "other_ms", "total",
-                            "batch_latency", "fps", "model_fps", "fps_encode_thread", "fps_overlapped", "share"}
+                            "batch_latency", "fps", "model_fps", "fps_encode_thread", "fps_overlapped", "fps_lanes", "share"}
         assert run["frames"] >= 8 and run["frames"] == run["iterations"] * run["batch"]
         assert set(run["stages"]) == set(STAGES)
         for st in (*run["stages"].values(), run["total"]):
@@ -52,6 +52,7 @@ def test_json_schema(report):
             assert run["stages"][s]["mean_ms"] > 0, s
         assert run["fps"] > 0 and run["model_fps"] >= run["fps"] * 0.99
         assert run["fps_overlapped"] is None or run["fps_overlapped"] > 0
+        assert run["fps_lanes"] is None or run["fps_lanes"] > 0
         assert run["fps_encode_thread"] is None or run["fps_encode_thread"] > 0
         assert set(run["share"]) == set(STAGES) | {"other"}
         assert sum(run["share"].values()) == pytest.approx(100.0)
