@@ -39,6 +39,9 @@ const std::vector<IsaEntry>& isa_table()
 
 int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+// INT8 weight range of every Linear (see Lin).
+constexpr int kWeightQmax = 63;
+
 }  // namespace
 
 std::vector<std::string> deform_isas()
@@ -94,7 +97,7 @@ void PackedLin::pack(const float* W, const float* bias, int M, int K, bool int8,
                 sum += q;
                 wq[(((size_t)(m / kPW) * G + k / 4) * kPW + m % kPW) * 4 + k % 4] = (int8_t)q;
             }
-            wc[m] = kSignedOffset * sum;
+            wc[m] = 64 * sum;
         }
         (void)P;
         lin.wq = wq.data();

@@ -23,22 +23,11 @@ constexpr int kHeads = 5;       // mu, rot, scale, sh, opacity (contract.HEAD_NA
 constexpr int kMaxLayers = 4;
 constexpr int kSmallHead = 4;   // heads with at most this many outputs run fc2 as dot products
 
-// INT8 ranges (every variant the same, so they produce the same integers). Weights in [-63, 63];
-// activations per row: a ReLU's output in [0, kQmaxRelu], a signed input in [-kQmaxSigned,
-// kQmaxSigned] fed as u8 q + kSignedOffset in [1, 127]. AVX2's maddubs sums pairs of u8 x s8 products
-// in int16: a ReLU input under 64 lets four pair sums (4 * 2 * 63 * 63 = 31752) add up before one madd
-// widens them, a signed one two (4 * 127 * 63). (Signed inputs in [-31, 31] measured over the trained
-// bundle's error bounds in tests/runtime/test_deform_fused.py.)
-constexpr int kWeightQmax = 63;
-constexpr int kQmaxRelu = 63;
-constexpr int kQmaxSigned = 63;
-constexpr int kSignedOffset = 64;
-
 // One Linear(K, M) prepacked for the kernels. Columns are padded to Mp (a multiple of kPW) with
 // zero weights and bias. FP32 panels: wf[Mp/16][K][16]. INT8 (per-column symmetric scale ws,
 // w = ws * q, |q| <= 63 so that AVX2's int16 maddubs sums cannot overflow, see gemm_i8):
 // wq[Mp/16][K/4][16][4], so 4 consecutive k of one column are one 32-bit lane (maddubs pairs /
-// VNNI dot-4); wc = kSignedOffset * sum_k q, the correction for signed inputs fed as u8 x + kSignedOffset.
+// VNNI dot-4); wc = 64 * sum_k q, the correction for signed inputs fed as u8 x + 64.
 struct Lin {
     int K = 0, M = 0, Mp = 0;
     const float* wf = nullptr;

@@ -11,7 +11,7 @@
 //   X = LN2(H + ffn2(relu(ffn1(H)))); then per head relu(X fc1_h) fc2_h -> offsets (+ activations);
 //   the 1-4-output heads' fc2 are FP32 dot products (small_head), the sh head's a GEMM.
 // INT8: every ffn / head Linear quantises its input rows (symmetric, per row: a ReLU's output to
-// [0, 63], a signed input to [-63, 63]; deform_kernels.h) against weights in [-63, 63] with per-column scales, and
+// [0, 127], a signed input to [-63, 63]) against weights in [-63, 63] with per-column scales, and
 // accumulates int32 exactly (every variant the same integers); the attention stays FP32.
 #pragma once
 
@@ -111,8 +111,9 @@ void gemm_f32(const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, i
     }
 }
 
-// INT8 activation ranges: kQmaxRelu, kQmaxSigned, kSignedOffset (deform_kernels.h); a signed input is
-// stored as q + kSignedOffset (so every kernel reads u8 values; gemm_i8 takes kSignedOffset * colsum(w) off).
+// INT8 activation ranges: a ReLU's output in [0, 127]; a signed input in [-63, 63], stored as
+// q + 64 in [1, 127] (so every kernel reads u8 values; gemm_i8 takes 64 * colsum(w) off).
+constexpr int kQmaxRelu = 127, kQmaxSigned = 63, kSignedOffset = 64;
 
 #if defined(GT_SIMD_AVX2)
 // 32 floats (a, b, c, d) -> q[0..31] = round(x inv) + offset. |round(x inv)| <= qmax <= 127 and
@@ -158,9 +159,7 @@ inline void row_scales8(const __m256* amax_v, int qmax, float* qinv, float* s)
 
 // -- INT8: rows of X -> q [rows, K] = round(x / s) + offset and their scales s (x ~ s (q - offset)) ------
 // qmax: kQmaxRelu with offset 0 for a ReLU's output, kQmaxSigned with kSignedOffset for a signed input.
-// amax8 (AVX2, may be null): per row 8 lane maxima of |x| [rows, 8], as gemm_i8 leaves them: the
-// max pass over X is skipped (the same maxima, so the same integers).
-void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, int offset, const float* amax8 = nullptr)
+void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, int offset)
 {
 #if defined(GT_SIMD_AVX2)
     // eight rows at a time: their maxima reduced together (hmax8x8), then their quantisation
@@ -170,10 +169,6 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, i
         __m256 m[8];
         for (int i = 0; i < 8; ++i) {
             const float* x = X + (size_t)(r0 + i) * ldx;
-            if (amax8 != nullptr) {
-                m[i] = _mm256_load_ps(amax8 + (r0 + i) * 8);
-                continue;
-            }
             m[i] = _mm256_setzero_ps();
             for (int k = 0; k < K; k += 8) m[i] = _mm256_max_ps(m[i], _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
         }
@@ -211,16 +206,13 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, i
 #endif
         s[r] = amax / (float)qmax;
     }
-    (void)amax8;
 #endif
 }
 
 // Y[r, c] = act(s_r ws_c sum_k q[r, k] wq[k, c] + b_c); NONNEG: every q >= 0 (a ReLU's output).
-// amax8 (AVX2, may be null): gets each row's 8 lane maxima of |Y| over panels [p0, p1) for quant_rows.
 template <bool RELU, bool NONNEG>
-void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, float* Y, int ldy, float* amax8 = nullptr)
+void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, float* Y, int ldy)
 {
-    (void)amax8;
     const int K = L.K, G = L.K / 4;
     for (int p = p0; p < p1; ++p) {
         const int8_t* W = L.wq + (size_t)p * G * 64;
@@ -253,54 +245,30 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
         const __m256 ws0 = _mm256_loadu_ps(ws), ws1 = _mm256_loadu_ps(ws + 8);
         const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
         const __m256i ones = _mm256_set1_epi16(1);
-        // maddubs: u8 x (ReLU inputs in [0, kQmaxRelu]; signed ones in [-kQmaxSigned, kQmaxSigned] as
-        // x + kSignedOffset, with kSignedOffset * colsum(w) taken off at the end, L.wc) times s8 w in
-        // [-63, 63]. The int16 pair sums of four k-groups (ReLU inputs) or two (signed) stay under 2^15,
-        // so one madd widens 16 or 8 products.
-        static_assert(4 * 2 * kQmaxRelu * kWeightQmax < 32768, "four maddubs pair sums of a ReLU input must fit in int16");
-        static_assert(2 * 2 * (kQmaxSigned + kSignedOffset) * kWeightQmax < 32768, "two maddubs pair sums of a signed input must fit in int16");
+        // maddubs: u8 x (ReLU inputs in [0, 127]; signed ones in [-63, 63] as x + 64, with 64 * colsum(w)
+        // taken off at the end, L.wc) times s8 w in [-63, 63]. Two k-groups' int16 pair sums add up to
+        // at most 4 * 127 * 63 < 2^15, so one madd widens 8 products instead of 4.
         const __m256i c0 = NONNEG ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(L.wc + p * kPW));
         const __m256i c1 = NONNEG ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(L.wc + p * kPW + 8));
-        constexpr int kR = 4;  // rows per step (some accumulators spill to L1; 2 or 8 rows measured slower)
+        constexpr int kR = 4;  // rows per step (some accumulators spill to L1; 2 rows without spills measured slower)
         for (int r = 0; r < kRows; r += kR) {
             __m256i a0[kR], a1[kR];
             for (int i = 0; i < kR; ++i) { a0[i] = _mm256_setzero_si256(); a1[i] = _mm256_setzero_si256(); }
             const int8_t* q = Q + (size_t)r * K;
-            if (NONNEG) {
-                for (int g = 0; g < G; g += 4) {  // G = K / 4 is 16 or 32
-                    const __m256i* w = (const __m256i*)(W + g * 64);  // [group g..g+3][cols 0-7 | 8-15]
-                    for (int i = 0; i < kR; ++i) {
-                        // one load of the row's 16 bytes into both lanes, then in-lane dword broadcasts
-                        // (shuffle pipes): four broadcast loads measured 8 % slower here
-                        const __m256i x = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(q + (size_t)i * K + 4 * g)));
-                        const __m256i va = _mm256_shuffle_epi32(x, 0x00), vb = _mm256_shuffle_epi32(x, 0x55);
-                        const __m256i vc = _mm256_shuffle_epi32(x, 0xAA), vd = _mm256_shuffle_epi32(x, 0xFF);
-                        const __m256i t0 = _mm256_add_epi16(
-                            _mm256_add_epi16(_mm256_maddubs_epi16(va, _mm256_loadu_si256(w)), _mm256_maddubs_epi16(vb, _mm256_loadu_si256(w + 2))),
-                            _mm256_add_epi16(_mm256_maddubs_epi16(vc, _mm256_loadu_si256(w + 4)), _mm256_maddubs_epi16(vd, _mm256_loadu_si256(w + 6))));
-                        const __m256i t1 = _mm256_add_epi16(
-                            _mm256_add_epi16(_mm256_maddubs_epi16(va, _mm256_loadu_si256(w + 1)), _mm256_maddubs_epi16(vb, _mm256_loadu_si256(w + 3))),
-                            _mm256_add_epi16(_mm256_maddubs_epi16(vc, _mm256_loadu_si256(w + 5)), _mm256_maddubs_epi16(vd, _mm256_loadu_si256(w + 7))));
-                        a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(t0, ones));
-                        a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(t1, ones));
-                    }
-                }
-            } else {
-                for (int g = 0; g < G; g += 2) {
-                    const __m256i w0 = _mm256_loadu_si256((const __m256i*)(W + g * 64));
-                    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 32));
-                    const __m256i w2 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 64));
-                    const __m256i w3 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 96));
-                    for (int i = 0; i < kR; ++i) {
-                        int32_t xa, xb;
-                        memcpy(&xa, q + (size_t)i * K + 4 * g, 4);
-                        memcpy(&xb, q + (size_t)i * K + 4 * g + 4, 4);
-                        const __m256i va = _mm256_set1_epi32(xa), vb = _mm256_set1_epi32(xb);
-                        const __m256i t0 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w0), _mm256_maddubs_epi16(vb, w2));
-                        const __m256i t1 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w1), _mm256_maddubs_epi16(vb, w3));
-                        a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(t0, ones));
-                        a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(t1, ones));
-                    }
+            for (int g = 0; g < G; g += 2) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i*)(W + g * 64));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 32));
+                const __m256i w2 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 64));
+                const __m256i w3 = _mm256_loadu_si256((const __m256i*)(W + g * 64 + 96));
+                for (int i = 0; i < kR; ++i) {
+                    int32_t xa, xb;
+                    memcpy(&xa, q + (size_t)i * K + 4 * g, 4);
+                    memcpy(&xb, q + (size_t)i * K + 4 * g + 4, 4);
+                    const __m256i va = _mm256_set1_epi32(xa), vb = _mm256_set1_epi32(xb);
+                    const __m256i t0 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w0), _mm256_maddubs_epi16(vb, w2));
+                    const __m256i t1 = _mm256_add_epi16(_mm256_maddubs_epi16(va, w1), _mm256_maddubs_epi16(vb, w3));
+                    a0[i] = _mm256_add_epi32(a0[i], _mm256_madd_epi16(t0, ones));
+                    a1[i] = _mm256_add_epi32(a1[i], _mm256_madd_epi16(t1, ones));
                 }
             }
             for (int i = 0; i < kR; ++i) {
@@ -310,12 +278,6 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
                 if (RELU) { y0 = _mm256_max_ps(y0, _mm256_setzero_ps()); y1 = _mm256_max_ps(y1, _mm256_setzero_ps()); }
                 _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy, y0);
                 _mm256_storeu_ps(Yp + (size_t)(r + i) * ldy + 8, y1);
-                if (amax8 != nullptr) {  // the next Linear's row maxima, while the row is in registers
-                    const __m256 sign = _mm256_set1_ps(-0.f);
-                    const __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign, y0), _mm256_andnot_ps(sign, y1));
-                    float* a = amax8 + (r + i) * 8;
-                    _mm256_store_ps(a, p == p0 ? m : _mm256_max_ps(m, _mm256_load_ps(a)));
-                }
             }
         }
 #else
@@ -340,17 +302,16 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
 }
 
 // Linear over the tile's rows in the net's precision: panels [p0, p1) of L; q8 / s8 scratch for INT8.
-// amax8: X's row maxima from the gemm_i8 that wrote X (see quant_rows), or null.
 template <bool RELU, bool NONNEG>
 void linear(const Net& net, const float* X, int ldx, const Lin& L, int p0, int p1, float* Y, int ldy,
-            int8_t* q8, float* s8, bool quantised = false, const float* amax8 = nullptr, float* y_amax8 = nullptr)
+            int8_t* q8, float* s8, bool quantised = false)
 {
     if (!net.int8) {
         gemm_f32<RELU>(X, ldx, L, p0, p1, Y, ldy);
         return;
     }
-    if (!quantised) quant_rows(X, ldx, L.K, q8, s8, NONNEG ? kQmaxRelu : kQmaxSigned, NONNEG ? 0 : kSignedOffset, amax8);
-    gemm_i8<RELU, NONNEG>(q8, s8, L, p0, p1, Y, ldy, y_amax8);
+    if (!quantised) quant_rows(X, ldx, L.K, q8, s8, NONNEG ? kQmaxRelu : kQmaxSigned, NONNEG ? 0 : kSignedOffset);
+    gemm_i8<RELU, NONNEG>(q8, s8, L, p0, p1, Y, ldy);
 }
 
 // exp(x) for x <= 0 (Cephes expf polynomial, ~1 ulp; clamps below -87): vectorisable, no libm call.
@@ -660,12 +621,6 @@ void tile(const Job& job, int row0, float* scratch)
     const float* queries = job.queries + (size_t)row0 * kD;
 
     float x_s8[kRows];
-#if defined(GT_SIMD_AVX2)
-    alignas(32) float f_amax_buf[kRows * 8];  // f's row maxima from the gemm_i8 that writes f (INT8)
-    float* f_amax = net.int8 ? f_amax_buf : nullptr;
-#else
-    float* f_amax = nullptr;
-#endif
     int8_t* xq = q8 + kRows * kHid;  // [rows, 64]: the heads' INT8 input
     for (int b = 0; b < job.B; ++b) {
         const float* in = queries;        // layer 0 reads the tile's queries (loaded once for all B frames)
@@ -676,8 +631,8 @@ void tile(const Job& job, int row0, float* scratch)
             softmax_tile(s);
             gemm_f32<false>(s, kPW, am.out, 0, kD / kPW, o, kD);  // O = A Z + bo (K = 8 columns of s)
             add_norm(in, o, lay.n1w, lay.n1b, h, net.int8 ? q8 : nullptr, s8);  // INT8: quantised for ffn1 too
-            linear<true, false>(net, h, kD, lay.ffn1, 0, kHid / kPW, f, kHid, q8, s8, true, nullptr, f_amax);
-            linear<false, true>(net, f, kHid, lay.ffn2, 0, kD / kPW, o, kD, q8, s8, false, f_amax);
+            linear<true, false>(net, h, kD, lay.ffn1, 0, kHid / kPW, f, kHid, q8, s8, true);
+            linear<false, true>(net, f, kHid, lay.ffn2, 0, kD / kPW, o, kD, q8, s8);
             const bool last = l == net.layers - 1;  // INT8: the heads' shared input, quantised once
             add_norm(h, o, lay.n2w, lay.n2b, x, net.int8 && last ? xq : nullptr, x_s8);
             in = x;
@@ -685,12 +640,11 @@ void tile(const Job& job, int row0, float* scratch)
         for (int hd = 0; hd < kHeads; ++hd) {
             const Lin& fc2 = net.fc2[hd];
             const int pp = kHid / kPW;  // panels of one head's 128 fc1 columns
-            const bool gemm_head = net.fc2_rows[hd] == nullptr;  // the sh head: fc2 a quantised GEMM
-            if (net.int8) gemm_i8<true, false>(xq, x_s8, net.fc1, hd * pp, (hd + 1) * pp, f, kHid, gemm_head ? f_amax : nullptr);
+            if (net.int8) gemm_i8<true, false>(xq, x_s8, net.fc1, hd * pp, (hd + 1) * pp, f, kHid);
             else gemm_f32<true>(x, kD, net.fc1, hd * pp, (hd + 1) * pp, f, kHid);
             const int k = net.out_dim[hd];
             if (net.fc2_rows[hd] != nullptr) small_head(f, net.fc2_rows[hd], fc2.b, k, y, fc2.Mp);
-            else linear<false, true>(net, f, kHid, fc2, 0, fc2.Mp / kPW, y, fc2.Mp, q8, s8, false, f_amax);
+            else linear<false, true>(net, f, kHid, fc2, 0, fc2.Mp / kPW, y, fc2.Mp, q8, s8);
             float* out = job.out[hd] + ((size_t)b * job.N + row0) * k;
             if (!job.activate) emit(y, fc2.Mp, k, nullptr, kActNone, valid, out);
             else emit(y, fc2.Mp, k, job.canon[hd] + (size_t)row0 * k, hd == 2 ? kActExp : hd == 4 ? kActSigmoid : kActNone, valid, out);
