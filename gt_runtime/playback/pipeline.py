@@ -90,7 +90,7 @@ class OverlapChooser:
     `timing(mode, measured_s) -> s` replaces the measured seconds (tests and benchmarks inject it).
     """
 
-    def __init__(self, probe: int = 3, timing=None, warmup: int = 2, lanes: int = 0):
+    def __init__(self, probe: int = 5, timing=None, warmup: int = 2, lanes: int = 0):
         self.probe, self.warmup, self.lanes = int(probe), int(warmup), int(lanes)
         self.timing = timing
         self.modes = ("sequential", "overlapped") + (("lanes",) if self.lanes >= 2 else ())
