@@ -64,7 +64,9 @@ class PlayResult:
 
     def fps_report(self) -> str:
         st = ", ".join(f"{k} {v['ms_per_frame']:.1f}" for k, v in self.stages.items())
-        return (f"model FPS {self.model_fps:.1f} (engine + raster), delivered FPS {self.delivered_fps:.1f} "
+        # stage times are each thread's own: with lanes side by side, model FPS is one lane's
+        model = "engine + raster, one lane's" if self.overlap.startswith("auto: lanes") else "engine + raster"
+        return (f"model FPS {self.model_fps:.1f} ({model}), delivered FPS {self.delivered_fps:.1f} "
                 f"(everything: audio front end, engine, raster, encode) | {self.frames} frames in {self.wall_s:.2f} s "
                 f"+ {self.setup_s:.2f} s setup | "
                 f"engine {self.engine}, raster {self.raster}, device {self.device}, overlap {self.overlap} | ms/frame: {st}")
