@@ -336,12 +336,10 @@ inline float exp_neg(float x)
 
 // s [rows, 16] scores (columns 0..7: head h, token j at 4h + j) -> attention weights in place.
 #if defined(GT_SIMD_AVX512) || defined(GT_SIMD_AVX2)
-// exp_neg on 8 lanes, the same steps.
-inline __m256 exp_neg8(__m256 x)
+// 2^n e^r with r = x - n ln2 (ln2 in two parts) on 8 lanes, n given as a whole float: the Cephes
+// polynomial shared by exp_neg8 and exp8, the same steps as exp_neg.
+inline __m256 exp_reduced8(__m256 x, __m256 nf)
 {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
-    const __m256i n = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(0.5f)));
-    const __m256 nf = _mm256_cvtepi32_ps(n);
     const __m256 r = _mm256_add_ps(_mm256_sub_ps(x, _mm256_mul_ps(nf, _mm256_set1_ps(0.693359375f))),
                                    _mm256_mul_ps(nf, _mm256_set1_ps(2.12194440e-4f)));
     __m256 p = _mm256_set1_ps(1.9875691500e-4f);
@@ -351,8 +349,16 @@ inline __m256 exp_neg8(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
     p = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.f));
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nf), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+// exp_neg on 8 lanes, the same steps.
+inline __m256 exp_neg8(__m256 x)
+{
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
+    const __m256i n = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(0.5f)));
+    return exp_reduced8(x, _mm256_cvtepi32_ps(n));
 }
 
 void softmax_tile(float* s)
@@ -538,18 +544,8 @@ inline float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
 inline __m256 exp8(__m256 x)
 {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
-    const __m256 nf = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 r = _mm256_add_ps(_mm256_sub_ps(x, _mm256_mul_ps(nf, _mm256_set1_ps(0.693359375f))),
-                                   _mm256_mul_ps(nf, _mm256_set1_ps(2.12194440e-4f)));
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.f));
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nf), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    return exp_reduced8(x, _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
 template <int ACT>
