@@ -1,7 +1,8 @@
 """`--engine auto` by measurement: time the engines that pass parity on the bundle's first frames, keep the fastest.
 
-The fixed order (`gt_runtime.engines.select.resolve_engine_name`) is wrong on some CPUs (ORT FP32
-beats the INT8 graph on a Xeon with AMX), so `auto` measures, once per machine and bundle:
+A fixed order (`gt_runtime.engines.select.resolve_engine_name`, what GT_AUTOTUNE=0 takes) is wrong
+on some CPUs (ORT FP32 beats the INT8 graph on a Xeon with AMX), so `auto` measures, once per machine
+and bundle:
 
 1. candidates: the concrete engines this machine can run for this bundle (`candidates`);
 2. parity, on `PARITY_FRAMES` frames of the bundle's own inputs (audio windows of the bundled

@@ -8,7 +8,9 @@ Names: ``auto``; ``tensorrt`` (``tensorrt-fp16`` / ``tensorrt-fp32``);
 ``auto`` (`gt_runtime.engines.autotune.choose_engine`) times the engines that pass parity on the bundle's first frames and
 keeps the fastest (gt_runtime.engines.autotune, cached per machine and bundle). With
 GT_AUTOTUNE=0, and in `resolve_engine_name`, it is the fixed order: on a GPU tensorrt >
-onnxruntime-cuda > array-cupy; on a CPU onnxruntime (INT8 when the bundle has it, else FP32) > array.
+onnxruntime-cuda > array-cupy; on a CPU cpu-fused (INT8 when the bundle has an INT8 graph, i.e. its
+export passed the INT8 gates, else FP32) > onnxruntime (the same rule) > array. cpu-fused comes first
+because it was the fastest on every CPU measured (tools/bench/RESULTS.md: 2.7-4.7x ORT INT8).
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def resolve_engine_name(bundle, engine: str = "auto", gpu: bool | None = None) -
     if engine not in ENGINE_NAMES:
         raise InputError(f"--engine {engine}: unknown engine | expected one of {', '.join(ENGINE_NAMES)}")
     gpu = gpu_available() if gpu is None else gpu
+    requested = engine
     if engine == "auto":
         if gpu:
             from gt_runtime.engines import ort_engine
@@ -55,13 +58,16 @@ def resolve_engine_name(bundle, engine: str = "auto", gpu: bool | None = None) -
             else:
                 engine = "array-cupy"
         else:
-            engine = "onnxruntime" if _has("onnxruntime") else "array"
+            from gt_runtime.engines import fused_cpu
+
+            engine = "cpu-fused" if fused_cpu.available() else "onnxruntime" if _has("onnxruntime") else "array"
     if engine == "tensorrt":
         engine = "tensorrt-fp16" if "fp16" in bundle.precisions else "tensorrt-fp32"
     if engine == "onnxruntime":
         engine = "onnxruntime-int8" if "int8" in bundle.precisions else "onnxruntime-fp32"
-    if engine == "cpu-fused":  # INT8 weights are quantised from the FP32 ones: every bundle allows it
-        engine = "cpu-fused-int8"
+    if engine == "cpu-fused":  # INT8 weights are quantised from the FP32 ones: every bundle allows it ...
+        # ... but auto's fixed order takes INT8 only where the export's INT8 gates passed
+        engine = "cpu-fused-int8" if requested != "auto" or "int8" in bundle.precisions else "cpu-fused-fp32"
     if engine == "cuda-fused":  # FP32 only on the GPU
         engine = "cuda-fused-fp32"
     if engine in ("tensorrt-fp16", "tensorrt-fp32", "onnxruntime-cuda", "array-cupy", "cuda-fused-fp32") and not gpu:

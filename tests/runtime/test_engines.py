@@ -96,7 +96,7 @@ def test_runner_checks(bundle):
 
 
 def test_select_cpu(bundle):
-    assert resolve_engine_name(bundle, "auto", gpu=False) == "onnxruntime-int8"
+    assert resolve_engine_name(bundle, "auto", gpu=False) == "cpu-fused-int8"   # the fixed order: cpu-fused first
     assert resolve_engine_name(bundle, "onnxruntime", gpu=False) == "onnxruntime-int8"
     assert resolve_engine_name(bundle, "array", gpu=False) == "array"
     assert resolve_engine_name(bundle, "auto", gpu=True) in ("tensorrt-fp16", "onnxruntime-cuda", "array-cupy")
@@ -110,7 +110,9 @@ def test_select_cpu(bundle):
 
 def test_select_without_int8(random_bundle):
     b = Bundle.open(random_bundle(n_gaussians=100, sh_degree=0, num_layers=1, width=8, height=8, n_track_frames=1))
-    assert resolve_engine_name(b, "auto", gpu=False) == "onnxruntime-fp32"
+    assert resolve_engine_name(b, "auto", gpu=False) == "cpu-fused-fp32"   # INT8 only where the export's gates passed
+    assert resolve_engine_name(b, "cpu-fused", gpu=False) == "cpu-fused-int8"  # asked for by name: INT8
+    assert resolve_engine_name(b, "onnxruntime", gpu=False) == "onnxruntime-fp32"
     with pytest.raises(InputError, match="no int8"):
         select_engine(b, "onnxruntime-int8", gpu=False)
 
