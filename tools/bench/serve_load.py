@@ -21,9 +21,10 @@ against the input (A/V drift), the frame count and the index sequence.
 Throughput (`--throughput`): 4 `fast` clients at once, each one utterance, on a server with
 --max-batch 8 (batching across sessions) and --max-batch 1 (every frame alone), and the same
 frames from 4 threads each running `Player.play` on its own session ("four separate streams",
-the Player's defaults), in turn, best of 3 rounds; with the CPU time per frame of each (the
-server process; this process for the separate streams), which a shared machine's load moves
-much less than the wall clock. The server's own figures (render lanes, stage ms per frame)
+the Player's defaults, one engine's weights shared), and from 4 processes each running one
+`Player.play` (one process per session, as a deployment without a shared server runs), in turn,
+best of 3 rounds; with the CPU time per frame of each (the server process; this process for the
+threads; the processes' own), which a shared machine's load moves much less than the wall clock. The server's own figures (render lanes, stage ms per frame)
 come from its /healthz.
 """
 from __future__ import annotations
@@ -32,9 +33,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -222,6 +225,48 @@ async def fast_client(port: int, pcm: np.ndarray) -> int:
                 n += 1
 
 
+# One session's stream in its own process: warm up, say "ready", wait for "go" on stdin, play, report
+# "frames t_start t_end cpu_s" (wall clock: time.time, comparable between processes).
+_PROCESS_STREAM = """
+import sys, time
+import numpy as np
+from gt_runtime.assets import default_bundle
+from gt_runtime.playback.player import Player
+pcm = np.load(sys.argv[1])
+player = Player(sys.argv[2] or default_bundle())
+list(player.play(pcm[:16000]))
+print("ready", flush=True)
+sys.stdin.readline()
+c0, t0 = time.process_time(), time.time()
+n = sum(1 for _ in player.play(pcm))
+print(n, t0, time.time(), time.process_time() - c0, flush=True)
+player.close()
+"""
+
+
+def run_processes(bundle, n: int, pcm: np.ndarray, tmp: Path) -> tuple[float, float]:
+    """n processes, each one `Player.play` of pcm, started together -> (frames per second of all, CPU ms per frame)."""
+    audio = tmp / "speech.npy"
+    np.save(audio, pcm)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    procs = [subprocess.Popen([sys.executable, "-c", _PROCESS_STREAM, str(audio), str(bundle or "")], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    try:
+        for p in procs:
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("a stream process failed before it was ready")
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        got = [p.stdout.readline().split() for p in procs]
+    finally:
+        for p in procs:
+            p.wait(timeout=120)
+    frames = sum(int(g[0]) for g in got)
+    span = max(float(g[2]) for g in got) - min(float(g[1]) for g in got)
+    return frames / span, 1e3 * sum(float(g[3]) for g in got) / max(frames, 1)
+
+
 def run_throughput(bundle, n: int, seconds: float, rounds: int = 3) -> dict:
     """Frames per second of n fast clients: batched server, unbatched server, n separate Player streams.
 
@@ -237,8 +282,9 @@ def run_throughput(bundle, n: int, seconds: float, rounds: int = 3) -> dict:
     servers = {mb: Server(bundle, mb) for mb in (8, 1)}
     player = Player(bundle or default_bundle())
     list(player.play(pcm[:SAMPLE_RATE]))   # warm-up
-    best = {k: 0.0 for k in ("server_b8_fps", "server_b1_fps", "separate_fps")}
-    cpu = {k: float("inf") for k in ("server_b8", "server_b1", "separate")}   # CPU ms per frame, lowest of the rounds
+    best = {k: 0.0 for k in ("server_b8_fps", "server_b1_fps", "separate_fps", "processes_fps")}
+    cpu = {k: float("inf") for k in ("server_b8", "server_b1", "separate", "processes")}   # CPU ms per frame, lowest of the rounds
+    tmp = Path(tempfile.mkdtemp(prefix="gt-serve-load-"))
     try:
         for _ in range(rounds):
             for mb, srv in servers.items():
@@ -262,6 +308,9 @@ def run_throughput(bundle, n: int, seconds: float, rounds: int = 3) -> dict:
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             best["separate_fps"] = max(best["separate_fps"], sum(counts) / dt)
             cpu["separate"] = min(cpu["separate"], 1e3 * dc / max(sum(counts), 1))
+            fps, ms = run_processes(bundle, n, pcm, tmp)
+            best["processes_fps"] = max(best["processes_fps"], fps)
+            cpu["processes"] = min(cpu["processes"], ms)
         render = servers[8].render_stats()
         engine = servers[8].engine()
         separate_engine = player.describe()["engine"]
@@ -269,6 +318,7 @@ def run_throughput(bundle, n: int, seconds: float, rounds: int = 3) -> dict:
         for srv in servers.values():
             srv.close()
         player.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"clients": n, "seconds": seconds, "rounds": rounds, "server_b8_mean_batch": render["mean_batch"],
             "lanes": render["lanes"], "stage_ms": render.get("ms_per_frame", {}), "engine": engine,
             "separate_engine": separate_engine, **best, **{f"cpu_{k}": v for k, v in cpu.items()}}
@@ -386,12 +436,15 @@ def main(argv=None) -> None:
         more = ["", f"Throughput, {r['clients']} `fast` clients x {r['seconds']:.0f} s of speech (frames per second, all sessions; "
                 f"best of {r['rounds']} interleaved rounds; CPU ms per frame, lowest of the rounds). Server: {r['engine']}, "
                 f"{r['lanes']} render lanes; separate streams: {r['separate_engine']}, the Player's defaults:", "",
-                "| | batched server (--max-batch 8) | unbatched server (--max-batch 1) | separate streams (threads x Player.play) | batched / separate |",
-                "|---|---|---|---|---|",
+                "| | batched server (--max-batch 8) | unbatched server (--max-batch 1) | separate streams (threads x Player.play) "
+                "| separate processes (one Player.play each) | batched / separate streams | batched / separate processes |",
+                "|---|---|---|---|---|---|---|",
                 f"| frames per second | {r['server_b8_fps']:.1f} (mean batch {r['server_b8_mean_batch']:.2f}) | {r['server_b1_fps']:.1f} | "
-                f"{r['separate_fps']:.1f} | {r['server_b8_fps'] / r['separate_fps']:.2f}x |",
+                f"{r['separate_fps']:.1f} | {r['processes_fps']:.1f} | {r['server_b8_fps'] / r['separate_fps']:.2f}x "
+                f"| {r['server_b8_fps'] / r['processes_fps']:.2f}x |",
                 f"| CPU ms per frame | {r['cpu_server_b8']:.1f} | {r['cpu_server_b1']:.1f} | {r['cpu_separate']:.1f} | "
-                f"{r['cpu_separate'] / r['cpu_server_b8']:.2f}x less |",
+                f"{r['cpu_processes']:.1f} | {r['cpu_separate'] / r['cpu_server_b8']:.2f}x less | "
+                f"{r['cpu_processes'] / r['cpu_server_b8']:.2f}x less |",
                 "", f"Batched server, thread time per frame by stage (ms, summed over lanes): {stages}."]
         print("\n".join(more), flush=True)
         lines += more
