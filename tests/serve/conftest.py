@@ -10,9 +10,9 @@ pytest.importorskip("websockets", reason="gt serve needs the serve extra: pip in
 def avatars():
     """{"default": Avatar} of the bundled 256 px identity, shared by every server of the test session.
 
-    cpu-fused: its INT8 activations are quantised per row, so a frame renders the same in any batch;
-    ONNX Runtime's dynamic INT8 (what GT_AUTOTUNE=0 picks) takes one scale per batch tensor, which moved
-    the default identity's frames by 0.3 / 255 on average between a server batch and Player.play."""
+    cpu-fused (named, whatever the fixed order picks): its INT8 activations are quantised per row, so a
+    frame renders the same in any batch; ONNX Runtime's dynamic INT8 takes one scale per batch tensor,
+    which moved the default identity's frames by 0.3 / 255 on average between a server batch and Player.play."""
     from gt_serve import ServeConfig
     from gt_serve.app import load_avatars
 
