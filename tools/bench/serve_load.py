@@ -24,8 +24,8 @@ frames from 4 threads each running `Player.play` on its own session ("four separ
 the Player's defaults, one engine's weights shared), and from 4 processes each running one
 `Player.play` (one process per session, as a deployment without a shared server runs), in turn,
 best of 3 rounds; with the CPU time per frame of each (the server process; this process for the
-threads; the processes' own), which a shared machine's load moves much less than the wall clock. The server's own figures (render lanes, stage ms per frame)
-come from its /healthz.
+threads; the processes' own), which a shared machine's load moves much less than the wall clock.
+The server's own figures (render lanes, stage ms per frame) come from its /healthz.
 """
 from __future__ import annotations
 
@@ -254,14 +254,18 @@ def run_processes(bundle, n: int, pcm: np.ndarray, tmp: Path) -> tuple[float, fl
     try:
         for p in procs:
             if p.stdout.readline().strip() != "ready":
-                raise RuntimeError("a stream process failed before it was ready")
+                raise RuntimeError("a stream process failed before it was ready (its stderr is above)")
         for p in procs:
             p.stdin.write("go\n")
             p.stdin.flush()
         got = [p.stdout.readline().split() for p in procs]
-    finally:
         for p in procs:
-            p.wait(timeout=120)
+            p.wait(timeout=60)
+    finally:
+        for p in procs:  # after a failure: none left waiting for "go"
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     frames = sum(int(g[0]) for g in got)
     span = max(float(g[2]) for g in got) - min(float(g[1]) for g in got)
     return frames / span, 1e3 * sum(float(g[3]) for g in got) / max(frames, 1)
