@@ -9,6 +9,12 @@ import pytest
 os.environ.setdefault("GT_QUIET", "1")  # no progress bars in test logs
 os.environ.setdefault("GT_AUTOTUNE", "0")  # --engine auto: the fixed order (tests/runtime/test_autotune.py measures)
 
+if os.environ.get("GT_TEST_EXT_DIR"):
+    # the compiled extensions come from there (tests/isa_emu: their AVX-512 kernels emulated)
+    import gt_runtime
+
+    gt_runtime.__path__.insert(0, os.environ["GT_TEST_EXT_DIR"])
+
 
 @pytest.fixture(scope="session")
 def tiny_identity(tmp_path_factory):

@@ -22,7 +22,13 @@ inline int cpu_isa_level(bool avx512_needs_vnni)
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
         (!avx512_needs_vnni || __builtin_cpu_supports("avx512vnni")))
         return kIsaAvx512;
-    if (fma && __builtin_cpu_supports("avx2")) return kIsaAvx2;
+    if (fma && __builtin_cpu_supports("avx2")) {
+#ifdef GT_ISA_EMULATE_AVX512
+        // tests/isa_emu's build: the *_avx512.cpp kernels run on SIMDe's AVX-512 over AVX2
+        return kIsaAvx512;
+#endif
+        return kIsaAvx2;
+    }
 #else
     (void)avx512_needs_vnni;
 #endif
