@@ -52,6 +52,8 @@ def _compile_args():
 # (raster_cpu.cpp), so the default build stays portable. Elsewhere (non-x86, MSVC) the files build
 # without the flags and provide nothing.
 ISA_FLAGS = {
+    "_amx.cpp": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni",
+                 "-mamx-tile", "-mamx-int8"],
     "_avx512.cpp": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl"],
     "_avx2.cpp": ["-mavx2", "-mfma"],
 }

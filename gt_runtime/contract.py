@@ -104,7 +104,7 @@ class Setting:
 QUIET = Setting("GT_QUIET", "0", "1: no progress bars (tests and benchmarks set it)")
 DEBUG = Setting("GT_DEBUG", "0", "1: print the traceback of an internal error (the CLI and the C host)")
 RASTER_ISA = Setting("GT_RASTER_ISA", "", "force the C++ rasterizer's kernels: avx512, avx2 or generic (read by plugins/raster)")
-DEFORM_ISA = Setting("GT_DEFORM_ISA", "", "cap the fused deformation kernels (cpu-fused): avx512, avx2 or generic (read by plugins/deform)")
+DEFORM_ISA = Setting("GT_DEFORM_ISA", "", "cap the fused deformation kernels (cpu-fused): avx512 (no AMX), avx2 or generic (read by plugins/deform)")
 AUTOTUNE = Setting("GT_AUTOTUNE", "1", "--engine auto: 1 times the engines that pass parity on the bundle's first frames "
                    "(cached per machine and bundle in $XDG_CACHE_HOME/gt/autotune.json), refresh: measure again, "
                    "0: the fixed order")

@@ -6,8 +6,8 @@ per loaded tile. Per frame it first reduces the 4 tokens to small matrices (scor
 64-dot per head and token, the attention output is A [N, 8] @ Z [8, 64]). Weights are packed
 once, on `activate()`: FP32, or INT8 with per-channel scales (the ffn Linears, the heads' fused
 fc1 and the sh head's fc2; rows quantised on the fly; attention and the 1-4-output heads stay
-FP32), run by AVX-512 VNNI, AVX2 or generic kernels picked by CPUID
-(`GT_DEFORM_ISA=avx2|generic` caps the choice, or pass `isa=`).
+FP32), run by AMX (INT8 GEMMs on tiles, where Linux grants the tile state), AVX-512 VNNI, AVX2 or
+generic kernels picked by CPUID (`GT_DEFORM_ISA=avx512|avx2|generic` caps the choice, or pass `isa=`).
 
 Outputs are the offsets every deform runner returns; `activated()` also writes the
 rasterizer's inputs (canonical + offsets, exp / sigmoid applied) straight from the kernel.

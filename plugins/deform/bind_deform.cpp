@@ -121,7 +121,7 @@ private:
 
 PYBIND11_MODULE(_deform_cpu, m)
 {
-    m.doc() = "Fused deformation network on the CPU (FP32 / INT8, AVX-512 VNNI / AVX2 / generic kernels).";
+    m.doc() = "Fused deformation network on the CPU (FP32 / INT8, AMX / AVX-512 VNNI / AVX2 / generic kernels).";
     py::class_<PyModel>(m, "Model")
         .def(py::init<const py::dict&, const farray&, int, int, bool, int>(), py::arg("weights"), py::arg("queries"),
              py::arg("num_layers"), py::arg("sh_degree"), py::arg("int8") = false, py::arg("threads") = 0)
@@ -133,7 +133,7 @@ PYBIND11_MODULE(_deform_cpu, m)
         .def_property_readonly("n", &PyModel::n)
         .def_property_readonly("int8", &PyModel::int8);
     m.def("isa", [] { return std::string(gt::deform::deform_select_isa()->name); },
-          "Kernel variant used now: 'avx512', 'avx2' or 'generic' (GT_DEFORM_ISA caps it).");
+          "Kernel variant used now: 'amx', 'avx512', 'avx2' or 'generic' (GT_DEFORM_ISA caps it).");
     m.def("isas", [] { return gt::deform::deform_isas(); },
           "Variants this build has and this CPU runs, best first.");
 }

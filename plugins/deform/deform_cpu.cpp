@@ -28,7 +28,8 @@ const std::vector<IsaEntry>& isa_table()
 {
     static const std::vector<IsaEntry> table = [] {
         std::vector<IsaEntry> t;
-        const int level = cpu_isa_level(/*avx512_needs_vnni=*/true);
+        const int level = cpu_isa_level(/*avx512_needs_vnni=*/true, /*want_amx=*/deform_kernels_amx() != nullptr);
+        if (deform_kernels_amx() != nullptr && level >= kIsaAmx) t.push_back({deform_kernels_amx(), kIsaAmx});
         if (deform_kernels_avx512() != nullptr && level >= kIsaAvx512) t.push_back({deform_kernels_avx512(), kIsaAvx512});
         if (deform_kernels_avx2() != nullptr && level >= kIsaAvx2) t.push_back({deform_kernels_avx2(), kIsaAvx2});
         t.push_back({deform_kernels_generic(), kIsaGeneric});

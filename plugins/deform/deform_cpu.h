@@ -20,7 +20,7 @@ namespace deform {
 
 // Variants this build has and this CPU runs, best first.
 std::vector<std::string> deform_isas();
-// `name` ("avx512", "avx2", "generic") if non-empty (std::invalid_argument when this CPU or build
+// `name` ("amx", "avx512", "avx2", "generic") if non-empty (std::invalid_argument when this CPU or build
 // lacks it), else the best variant capped by GT_DEFORM_ISA (read on every call; other values ignored).
 const DeformKernels* deform_select_isa(const std::string& name = "");
 

@@ -1,7 +1,7 @@
 // deform_kernels.h: the fused deformation network's data (prepacked weights, per-frame token
 // matrices, one call's job) and its per-tile kernel, one variant per instruction set.
 //
-// deform_cpu_{avx512,avx2,generic}.cpp each compile deform_simd.h with their own -m flags
+// deform_cpu_{amx,avx512,avx2,generic}.cpp each compile deform_simd.h with their own -m flags
 // (setup.py); deform_cpu.cpp packs the weights, precomputes the per-frame token matrices, runs
 // the tiles over OpenMP threads and picks a variant at run time (deform_select_isa).
 //
@@ -90,6 +90,7 @@ struct DeformKernels {
 };
 
 // Variant getters; null when this build has no such variant (flags missing, other compiler).
+const DeformKernels* deform_kernels_amx();
 const DeformKernels* deform_kernels_avx512();
 const DeformKernels* deform_kernels_avx2();
 const DeformKernels* deform_kernels_generic();

@@ -1,4 +1,5 @@
-// deform_simd.h: the fused deformation network for one tile of Gaussians, compiled three times:
+// deform_simd.h: the fused deformation network for one tile of Gaussians, compiled four times:
+//   deform_cpu_amx.cpp     GT_SIMD_AVX512 + GT_DEFORM_AMX: as avx512, the INT8 GEMMs on AMX tiles (tdpbusd)
 //   deform_cpu_avx512.cpp  GT_SIMD_AVX512  zmm FP32 FMA, INT8 by AVX-512 VNNI (vpdpbusd)
 //   deform_cpu_avx2.cpp    GT_SIMD_AVX2    ymm FP32 FMA, INT8 by maddubs/madd (exact: see gemm_i8)
 //   deform_cpu_generic.cpp GT_SIMD_GENERIC plain loops (the compiler vectorises the FP32 ones)
@@ -209,6 +210,49 @@ void quant_rows(const float* X, int ldx, int K, int8_t* q, float* s, int qmax, i
 #endif
 }
 
+#if defined(GT_DEFORM_AMX)
+// AMX tiles, configured by amx_begin() for a whole tile() call, each 16 rows x 64 bytes:
+//   tmm0, tmm1  C: int32 [16, 16], rows 0-15 / 16-31 of one 16-column panel
+//   tmm2, tmm3  A: u8 [16, 64], the same rows' quantised inputs, one chunk of 64 k
+//   tmm4        B: s8 [16, 64], the panel's weights for that chunk. The packed panel [K/4][16][4]
+//               (4 consecutive k of one column per 32-bit lane) is the B tile's layout as it is.
+static_assert(kRows == 32 && kPW == 16, "the AMX GEMM covers a tile's rows with two 16-row tiles");
+
+struct alignas(64) TileConfig {  // ldtilecfg's 64 bytes, palette 1
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+inline void amx_begin()
+{
+    TileConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette_id = 1;
+    for (int t = 0; t < 5; ++t) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+inline void amx_end() { _tile_release(); }
+#else
+inline void amx_begin() {}
+inline void amx_end() {}
+#endif
+
+#if defined(GT_SIMD_AVX512)
+// One row's 16 int32 sums -> act(s ws (acc - corr) + b) -> y[0, 16).
+template <bool RELU>
+inline void dequant_row16(__m512i acc, __m512i corr, __m512 ws, float s, __m512 bias, float* y)
+{
+    __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, corr)), _mm512_mul_ps(ws, _mm512_set1_ps(s)), bias);
+    if (RELU) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    _mm512_storeu_ps(y, v);
+}
+#endif
+
 // Y[r, c] = act(s_r ws_c sum_k q[r, k] wq[k, c] + b_c); NONNEG: every q >= 0 (a ReLU's output).
 template <bool RELU, bool NONNEG>
 void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, float* Y, int ldy)
@@ -222,6 +266,25 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
 #if defined(GT_SIMD_AVX512)
         const __m512 wsv = _mm512_loadu_ps(ws), bv = _mm512_loadu_ps(bias);
         const __m512i corr = NONNEG ? _mm512_setzero_si512() : _mm512_loadu_si512((const void*)(L.wc + p * kPW));
+#if defined(GT_DEFORM_AMX)
+        if (K % 64 == 0) {  // every INT8 Linear of the network (K = 64 or 128)
+            alignas(64) int32_t acc32[kRows * kPW];
+            _tile_zero(0);
+            _tile_zero(1);
+            for (int kc = 0; kc < K; kc += 64) {
+                _tile_loadd(2, Q + kc, K);
+                _tile_loadd(3, Q + (size_t)16 * K + kc, K);
+                _tile_loadd(4, W + (size_t)kc * kPW, 64);  // groups kc/4.. of 64 bytes
+                _tile_dpbusd(0, 2, 4);
+                _tile_dpbusd(1, 3, 4);
+            }
+            _tile_stored(0, acc32, 64);
+            _tile_stored(1, acc32 + 16 * kPW, 64);
+            for (int r = 0; r < kRows; ++r)
+                dequant_row16<RELU>(_mm512_load_si512((const void*)(acc32 + r * kPW)), corr, wsv, sx[r], bv, Yp + (size_t)r * ldy);
+            continue;
+        }
+#endif
         for (int r = 0; r < kRows; r += 8) {
             __m512i acc[8];
             for (int i = 0; i < 8; ++i) acc[i] = _mm512_setzero_si512();
@@ -234,12 +297,7 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
                     acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(x4), w);
                 }
             }
-            for (int i = 0; i < 8; ++i) {
-                const __m512i a = _mm512_sub_epi32(acc[i], corr);
-                __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(wsv, _mm512_set1_ps(sx[r + i])), bv);
-                if (RELU) y = _mm512_max_ps(y, _mm512_setzero_ps());
-                _mm512_storeu_ps(Yp + (size_t)(r + i) * ldy, y);
-            }
+            for (int i = 0; i < 8; ++i) dequant_row16<RELU>(acc[i], corr, wsv, sx[r + i], bv, Yp + (size_t)(r + i) * ldy);
         }
 #elif defined(GT_SIMD_AVX2)
         const __m256 ws0 = _mm256_loadu_ps(ws), ws1 = _mm256_loadu_ps(ws + 8);
@@ -618,6 +676,7 @@ void tile(const Job& job, int row0, float* scratch)
 
     float x_s8[kRows];
     int8_t* xq = q8 + kRows * kHid;  // [rows, 64]: the heads' INT8 input
+    if (net.int8) amx_begin();
     for (int b = 0; b < job.B; ++b) {
         const float* in = queries;        // layer 0 reads the tile's queries (loaded once for all B frames)
         for (int l = 0; l < net.layers; ++l) {
@@ -646,6 +705,7 @@ void tile(const Job& job, int row0, float* scratch)
             else emit(y, fc2.Mp, k, job.canon[hd] + (size_t)row0 * k, hd == 2 ? kActExp : hd == 4 ? kActSigmoid : kActNone, valid, out);
         }
     }
+    if (net.int8) amx_end();
 }
 
 }  // namespace

@@ -1,14 +1,15 @@
-"""gt's C++ extensions with their AVX-512 kernels emulated, for CPUs without AVX-512.
+"""gt's C++ extensions with their AVX-512 and AMX kernels emulated, for CPUs without them.
 
     ext_dir = build(tmp_dir)     # g++, about a minute: _raster_cpu and _deform_cpu in ext_dir
     GT_TEST_EXT_DIR=ext_dir pytest tests/runtime/test_raster_cpu_isa.py ...   # tests/conftest.py loads them
 
 The plugins' *_avx512.cpp are compiled with -mavx2 instead of -mavx512*, and simde_avx512.h
-(force-included) maps every _mm512_* intrinsic to SIMDe's implementation over AVX2; with
-GT_ISA_EMULATE_AVX512 (plugins/common/gt_cpu_isa.h) the extensions list and pick the avx512 variant
-on any AVX2 CPU. The kernels' own source, layouts, lane order, masks, VNNI operand order and
-saturation are what run; only each intrinsic's implementation is SIMDe's. So the parity tests check
-the AVX-512 kernels against the reference on every CI machine, not only on the ones with AVX-512.
+(force-included) maps every _mm512_* intrinsic to SIMDe's implementation over AVX2; the deform
+kernel's *_amx.cpp gets that and amx_emu.h (the tile intrinsics on per-thread memory). With
+GT_ISA_EMULATE_AVX512 (plugins/common/gt_cpu_isa.h) the extensions list and pick the amx / avx512
+variants on any AVX2 CPU. The kernels' own source, layouts, lane order, masks, VNNI operand order and
+saturation, tile shapes are what run; only each intrinsic's implementation is emulated. So the parity
+tests check those kernels against the reference on every CI machine, not only where the CPU has them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SHIM = HERE / "simde_avx512.h"
+AMX_SHIM = HERE / "amx_emu.h"
 SIMDE_HEADER = Path("/usr/include/simde/x86/avx512.h")
 EXTENSIONS = {"_raster_cpu": ROOT / "plugins" / "raster", "_deform_cpu": ROOT / "plugins" / "deform"}
 
@@ -45,6 +47,8 @@ def missing() -> str | None:
 
 
 def _flags(source: Path) -> list[str]:
+    if source.name.endswith("_amx.cpp"):
+        return AVX2_FLAGS + ["-include", str(SHIM), "-include", str(AMX_SHIM)]
     if source.name.endswith("_avx512.cpp"):
         return AVX2_FLAGS + ["-include", str(SHIM)]
     if source.name.endswith("_avx2.cpp"):

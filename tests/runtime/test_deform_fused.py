@@ -1,6 +1,6 @@
 """The cpu-fused engine (gt_runtime._deform_cpu, plugins/deform) against the numpy reference.
 
-FP32: every kernel variant this CPU runs (forced with isa=, and GT_DEFORM_ISA in a subprocess)
+FP32: every kernel variant this CPU runs (amx, avx512, avx2, generic; forced with isa=, and GT_DEFORM_ISA in a subprocess)
 within 1e-4 of `deform_plain` per output. INT8: bounded error and a render >= 40 dB PSNR against
 the FP32 render on the bundled trained model. The runner inside Player.play, end to end.
 """
@@ -86,6 +86,9 @@ def test_isa_setting_in_process(net, monkeypatch):
     assert fused_cpu.isa() == "generic"
     m = fused_cpu.load().Model(w, q, 2, 3, False)
     np.testing.assert_array_equal(m.offsets(tokens)[3], m.offsets(tokens, "generic")[3])
+    if "amx" in fused_cpu.isas():
+        monkeypatch.setenv("GT_DEFORM_ISA", "avx512")  # the AVX-512 kernels without AMX
+        assert fused_cpu.isa() == "avx512"
     monkeypatch.setenv("GT_DEFORM_ISA", "no-such-isa")  # ignored: the best variant
     assert fused_cpu.isa() == fused_cpu.isas()[0]
 
@@ -109,6 +112,17 @@ def test_int8_variants_agree(net):
             scale = float(np.abs(ref[key]).max())
             d = np.abs(a - b)
             assert float(d.max()) <= 1e-2 * scale and float(d.mean()) <= 1e-4 * scale, f"{isa} vs generic INT8 {key}"
+
+
+def test_amx_int8_equals_avx512_vnni(net):
+    """AMX (tdpbusd on tiles) and AVX-512 VNNI (vpdpbusd) sum the same exact int32 products and share the
+    rest of the kernel: the same bits."""
+    if not {"amx", "avx512"} <= set(fused_cpu.isas()):
+        pytest.skip("this CPU or build has no amx kernels")
+    w, q, tokens, _ = net
+    m = fused_cpu.load().Model(w, q, 2, 3, True)
+    for key, a, b in zip(OFFSET_NAMES, m.offsets(tokens, "amx"), m.offsets(tokens, "avx512")):
+        np.testing.assert_array_equal(a, b, err_msg=key)
 
 
 def test_int8_error_is_bounded_on_the_trained_bundle(trained):

@@ -1,11 +1,14 @@
-"""The AVX-512 kernels of the C++ rasterizer and of the fused deformation network, on a CPU without AVX-512.
+"""The AVX-512 kernels of the C++ rasterizer and of the fused deformation network, and the latter's AMX
+kernels, on a CPU without them.
 
 tests/isa_emu builds both extensions with their *_avx512.cpp compiled over SIMDe's AVX-512 intrinsics
-(on AVX2), and this runs the kernel test files against that build in a child pytest: every parity
-test of the avx512 variants (FP32 against the reference, INT8 against the other variants and on the
-trained bundle, the rasterizer forward and backward, the Player end to end) then runs on every CI
-machine, not only on those with AVX-512. A failure names a bug in a kernel or in the emulation of an
-intrinsic (tests/isa_emu/simde_avx512.h replaces SIMDe's where they are missing or wrong).
+(on AVX2) and deform_cpu_amx.cpp over those and an emulation of the AMX tiles, and this runs the kernel
+test files against that build in a child pytest: every parity test of the amx and avx512 variants (FP32
+against the reference, INT8 against the other variants and on the trained bundle, amx == avx512 bit
+for bit, the rasterizer forward and backward, the Player end to end) then runs on every CI machine, not
+only on those with the instructions. A failure names a bug in a kernel or in the emulation of an
+intrinsic (tests/isa_emu/simde_avx512.h replaces SIMDe's where they are missing or wrong; amx_emu.h
+aborts, naming it, on what AMX hardware would fault on).
 """
 
 import os
@@ -27,8 +30,8 @@ KERNEL_TESTS = ["tests/runtime/test_raster_cpu_isa.py", "tests/runtime/test_rast
 
 
 def test_avx512_kernels_pass_the_kernel_tests_emulated(tmp_path):
-    if "avx512" in _cpu.load().isas() and "avx512" in fused_cpu.isas():
-        pytest.skip("this CPU runs the AVX-512 kernels natively (the kernel tests ran them)")
+    if "avx512" in _cpu.load().isas() and "amx" in fused_cpu.isas():
+        pytest.skip("this CPU runs the AVX-512 and AMX kernels natively (the kernel tests ran them)")
     why = missing()
     if why:
         pytest.skip(f"cannot build the emulated AVX-512 kernels: {why}")
@@ -45,9 +48,10 @@ def test_avx512_kernels_pass_the_kernel_tests_emulated(tmp_path):
     # the avx512 cases ran: some in each file that parametrises over the variants, and no skip names it
     ran = {t.split("::")[0] for t in passed if "avx512" in t}
     assert ran == set(KERNEL_TESTS) - {"tests/runtime/test_raster_cpu.py"}, passed
-    assert not [s for s in skipped if "avx512" in s], skipped
+    assert {t.split("::")[0] for t in passed if "[amx" in t or "amx_" in t} == set(KERNEL_TESTS[2:]), passed
+    assert not [s for s in skipped if "avx512" in s or "amx" in s], skipped
     # and the default (best) variant in the child was the emulated avx512 one
     check = "from gt_runtime.raster import _cpu; from gt_runtime.engines import fused_cpu; print(_cpu.load().isa(), fused_cpu.isa())"
     probe = subprocess.run([sys.executable, "-c", f"import tests.conftest; {check}"], cwd=ROOT, env=env,
                            capture_output=True, text=True, check=True)  # fmt: skip
-    assert probe.stdout.split() == ["avx512", "avx512"], probe.stdout + probe.stderr
+    assert probe.stdout.split() == ["avx512", "amx"], probe.stdout + probe.stderr
