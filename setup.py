@@ -78,17 +78,29 @@ class BuildExtPerFileFlags(build_ext):
         if special:
             # rebuild when any source or header changes (they leave ext.sources below)
             src_dir = ROOT / Path(special[0]).parent
-            ext.depends = sorted(set(ext.depends) | set(special) |
-                                 {str(p.relative_to(ROOT)) for p in src_dir.glob("*.h")})
+            headers = list(src_dir.glob("*.h")) + list((ROOT / "plugins" / "common").glob("*.h"))
+            ext.depends = sorted(set(ext.depends) | set(special) | {str(p.relative_to(ROOT)) for p in headers})
             ext.sources = [s for s in ext.sources if s not in special]
             objects = []
             for src in special:
+                # a compiler without one of the flags (e.g. -mamx-int8 before GCC 11) builds the file
+                # without them: it then provides only a null getter, and the variant is not offered
+                flags = _isa_flags(src)
+                if not all(self._has_flag(f) for f in flags):
+                    flags = []
                 objects += self.compiler.compile(
                     [src], output_dir=self.build_temp, macros=ext.define_macros, include_dirs=ext.include_dirs,
-                    debug=self.debug, extra_postargs=list(ext.extra_compile_args) + _isa_flags(src),
-                    depends=ext.depends)
+                    debug=self.debug, extra_postargs=list(ext.extra_compile_args) + flags, depends=ext.depends)
             ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extension(ext)
+
+    def _has_flag(self, flag):
+        from pybind11.setup_helpers import has_flag
+
+        cache = self.__dict__.setdefault("_flag_cache", {})
+        if flag not in cache:
+            cache[flag] = has_flag(self.compiler, flag)
+        return cache[flag]
 
 
 class BuildPyWithKernels(build_py):
