@@ -11,7 +11,7 @@ OUT    ?= out
 
 .PHONY: demo demo-full default-bundle test bench host clean venv
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard plugins/raster/*)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard plugins/*/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
