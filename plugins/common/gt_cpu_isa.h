@@ -45,18 +45,16 @@ inline int cpu_isa_level(bool avx512_needs_vnni, bool want_amx = false)
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
     __builtin_cpu_init();
     const bool fma = __builtin_cpu_supports("fma");
+#ifdef GT_ISA_EMULATE_AVX512
+    // tests/isa_emu's build: its *_avx512.cpp and *_amx.cpp kernels run on SIMDe's AVX-512 over AVX2 and
+    // an emulation of the AMX tiles, so any AVX2 CPU runs every level
+    if (fma && __builtin_cpu_supports("avx2")) return want_amx ? kIsaAmx : kIsaAvx512;
+#endif
     if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
         (!avx512_needs_vnni || __builtin_cpu_supports("avx512vnni")))
         return want_amx && amx_int8_usable() ? kIsaAmx : kIsaAvx512;
-    if (fma && __builtin_cpu_supports("avx2")) {
-#ifdef GT_ISA_EMULATE_AVX512
-        // tests/isa_emu's build: the *_avx512.cpp and *_amx.cpp kernels run on SIMDe's AVX-512 over
-        // AVX2 and an emulation of the AMX tiles
-        return want_amx ? kIsaAmx : kIsaAvx512;
-#endif
-        return kIsaAvx2;
-    }
+    if (fma && __builtin_cpu_supports("avx2")) return kIsaAvx2;
 #else
     (void)avx512_needs_vnni;
     (void)want_amx;
