@@ -224,17 +224,11 @@ struct alignas(64) TileConfig {  // ldtilecfg's 64 bytes, palette 1
     uint8_t rows[16];
 };
 
-inline void amx_begin()
-{
-    TileConfig cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette_id = 1;
-    for (int t = 0; t < 5; ++t) {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
-    _tile_loadconfig(&cfg);
-}
+// A constant in memory: GCC's ldtilecfg asm declares only 8 bytes read, so the stores that would fill a
+// local configuration could be dropped as dead.
+constexpr TileConfig kTileConfig = {1, 0, {0}, {64, 64, 64, 64, 64}, {16, 16, 16, 16, 16}};
+
+inline void amx_begin() { _tile_loadconfig(&kTileConfig); }
 
 inline void amx_end() { _tile_release(); }
 #else
@@ -269,6 +263,8 @@ void gemm_i8(const int8_t* Q, const float* sx, const Lin& L, int p0, int p1, flo
 #if defined(GT_DEFORM_AMX)
         if (K % 64 == 0) {  // every INT8 Linear of the network (K = 64 or 128)
             alignas(64) int32_t acc32[kRows * kPW];
+            // GCC's tileloadd asm declares no memory input: the quantised rows' stores must land first
+            __asm__ __volatile__("" ::: "memory");
             _tile_zero(0);
             _tile_zero(1);
             for (int kc = 0; kc < K; kc += 64) {
