@@ -39,7 +39,7 @@ def test_avx512_kernels_pass_the_kernel_tests_emulated(tmp_path):
     env = dict(os.environ, GT_TEST_EXT_DIR=str(ext_dir))
     env.pop("GT_RASTER_ISA", None)
     env.pop("GT_DEFORM_ISA", None)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-p", "no:randomly", *KERNEL_TESTS]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *KERNEL_TESTS]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
