@@ -5,12 +5,16 @@
 
 #include <immintrin.h>  // the native header first: the aliases below would rename its types
 
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
 #define SIMDE_ENABLE_NATIVE_ALIASES
 #include <simde/x86/avx512.h>
 
 // Intrinsics the kernels use that SIMDe 0.7.4 lacks or gets wrong (its roundscale rounds to multiples of
-// 1/2 for imm 0x09, floor), on the two 256-bit halves (the reductions in the
-// order of GCC's avx512fintrin.h, so that they round as the native instructions do).
+// 1/2 for imm 0x09, floor; its aligned loads and stores take any address), on the two 256-bit halves
+// (the reductions in the order of GCC's avx512fintrin.h, so that they round as the native ones do).
 namespace gt_isa_emu {
 
 inline simde__m512 join(simde__m256 lo, simde__m256 hi)
@@ -41,6 +45,16 @@ inline simde__m512 roundscale_ps(simde__m512 a)
 {
     static_assert((IMM >> 4) == 0, "roundscale with a scale (imm bits 7:4) is not emulated");
     return join(_mm256_round_ps(half(a, 0), IMM & 0x0F), _mm256_round_ps(half(a, 1), IMM & 0x0F));
+}
+
+// The aligned loads and stores fault on hardware when the address is not a multiple of 64; SIMDe's do not.
+inline const void* aligned64(const void* p)
+{
+    if (reinterpret_cast<uintptr_t>(p) % 64 != 0) {
+        fprintf(stderr, "AVX-512 emulation: an aligned 64-byte load or store at %p, not 64-byte aligned\n", p);
+        abort();
+    }
+    return p;
 }
 
 inline void mask_storeu_epi32(void* p, simde__mmask16 k, simde__m512i a)
@@ -80,6 +94,14 @@ struct Max {
 #undef _mm512_roundscale_ps
 #define _mm512_roundscale_ps(a, imm) gt_isa_emu::roundscale_ps<(imm)>(a)
 #define _mm512_undefined_ps _mm512_setzero_ps
+#undef _mm512_load_ps
+#undef _mm512_load_si512
+#undef _mm512_store_ps
+#undef _mm512_store_si512
+#define _mm512_load_ps(p) simde_mm512_load_ps(gt_isa_emu::aligned64(p))
+#define _mm512_load_si512(p) simde_mm512_load_si512(gt_isa_emu::aligned64(p))
+#define _mm512_store_ps(p, a) simde_mm512_store_ps(const_cast<void*>(gt_isa_emu::aligned64(p)), (a))
+#define _mm512_store_si512(p, a) simde_mm512_store_si512(const_cast<void*>(gt_isa_emu::aligned64(p)), (a))
 
 // The plugins' *_avx512.cpp compile their kernels only under these macros (they are set by -mavx512*,
 // which would let the compiler emit AVX-512 instructions itself).
