@@ -1,6 +1,6 @@
 """gt's C++ extensions with their AVX-512 and AMX kernels emulated, for CPUs without them.
 
-    ext_dir = build(tmp_dir)     # g++, about a minute: _raster_cpu and _deform_cpu in ext_dir
+    ext_dir = build(tmp_dir)     # g++, about 25 s on 2 cores: _raster_cpu and _deform_cpu in ext_dir
     GT_TEST_EXT_DIR=ext_dir pytest tests/runtime/test_raster_cpu_isa.py ...   # tests/conftest.py loads them
 
 The plugins' *_avx512.cpp are compiled with -mavx2 instead of -mavx512*, and simde_avx512.h
@@ -63,7 +63,7 @@ def _run(cmd: list[str]) -> None:
 
 
 def build(out_dir: Path, jobs: int = 2) -> Path:
-    """Compile both extensions (avx512 variants emulated) into out_dir -> out_dir."""
+    """Compile both extensions (their avx512 and amx variants emulated) into out_dir -> out_dir."""
     import pybind11
 
     out_dir = Path(out_dir)

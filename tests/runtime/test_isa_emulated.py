@@ -29,12 +29,12 @@ KERNEL_TESTS = ["tests/runtime/test_raster_cpu_isa.py", "tests/runtime/test_rast
                 "tests/runtime/test_deform_fused.py", "tests/runtime/test_deform_fused_fast.py"]  # fmt: skip
 
 
-def test_avx512_kernels_pass_the_kernel_tests_emulated(tmp_path):
+def test_avx512_and_amx_kernels_pass_the_kernel_tests_emulated(tmp_path):
     if "avx512" in _cpu.load().isas() and "amx" in fused_cpu.isas():
         pytest.skip("this CPU runs the AVX-512 and AMX kernels natively (the kernel tests ran them)")
     why = missing()
     if why:
-        pytest.skip(f"cannot build the emulated AVX-512 kernels: {why}")
+        pytest.skip(f"cannot build the emulated AVX-512 / AMX kernels: {why}")
     ext_dir = build(tmp_path)
     env = dict(os.environ, GT_TEST_EXT_DIR=str(ext_dir))
     env.pop("GT_RASTER_ISA", None)
@@ -45,12 +45,12 @@ def test_avx512_kernels_pass_the_kernel_tests_emulated(tmp_path):
     assert res.returncode == 0, out[-6000:]
     passed = re.findall(r"^PASSED (\S+)", out, re.M)
     skipped = [line for line in out.splitlines() if line.startswith("SKIPPED")]
-    # the avx512 cases ran: some in each file that parametrises over the variants, and no skip names it
+    # the avx512 and amx cases ran: some in each file that has them, and no skip names either
     ran = {t.split("::")[0] for t in passed if "avx512" in t}
     assert ran == set(KERNEL_TESTS) - {"tests/runtime/test_raster_cpu.py"}, passed
-    assert {t.split("::")[0] for t in passed if "[amx" in t or "amx_" in t} == set(KERNEL_TESTS[2:]), passed
+    assert {t.split("::")[0] for t in passed if "amx" in t} == set(KERNEL_TESTS[2:]), passed
     assert not [s for s in skipped if "avx512" in s or "amx" in s], skipped
-    # and the default (best) variant in the child was the emulated avx512 one
+    # and the child's default (best) variants were the emulated ones: avx512 for the raster, amx for deform
     check = "from gt_runtime.raster import _cpu; from gt_runtime.engines import fused_cpu; print(_cpu.load().isa(), fused_cpu.isa())"
     probe = subprocess.run([sys.executable, "-c", f"import tests.conftest; {check}"], cwd=ROOT, env=env,
                            capture_output=True, text=True, check=True)  # fmt: skip
